@@ -1,0 +1,127 @@
+//! `palisade run`: one invocation of a local extension, printed for people or as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use palisade_model::{ErrorKind, InvocationError, Outcome};
+use palisade_runtime::Request;
+
+use crate::{EngineArgs, exit, load};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The extension: a directory holding `palisade.toml`, or the manifest file itself.
+    extension: PathBuf,
+    /// Input file, or `-` for standard input. Without it the input is empty.
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Media type of the input.
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// Metadata passed to the extension, as KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_parser = parse_key_value)]
+    metadata: Vec<(String, String)>,
+    /// Print one JSON object instead of human-readable output.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let (outcome, extension) = invoke(&args).await;
+    if args.json {
+        let mut json = outcome.to_json();
+        if let (Some(object), Some(extension)) = (json.as_object_mut(), extension) {
+            object.insert("extension".into(), extension);
+        }
+        println!("{json}");
+    } else {
+        print_human(&outcome)?;
+    }
+    Ok(match &outcome.result {
+        Ok(_) => exit::OK,
+        Err(error) => exit::for_kind(error.kind),
+    })
+}
+
+async fn invoke(args: &RunArgs) -> (Outcome, Option<serde_json::Value>) {
+    let local = match load::load(&args.extension) {
+        Ok(local) => local,
+        Err(error) => return (Outcome::rejected(error), None),
+    };
+    let runtime = match args.engine.runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => return (Outcome::rejected(InvocationError::new(ErrorKind::Internal, error.to_string())), None),
+    };
+    let extension = match runtime.load(&local.manifest, &local.wasm) {
+        Ok(extension) => extension,
+        Err(error) => return (Outcome::rejected(error), None),
+    };
+    let description = serde_json::json!({
+        "name": extension.name(),
+        "version": extension.version().to_string(),
+        "sha256": extension.digest().to_hex(),
+    });
+    let limits = extension.limits();
+    let body = match read_input(args.input.as_deref(), limits.input_bytes) {
+        Ok(body) => body,
+        Err(error) => return (Outcome::rejected(error), Some(description)),
+    };
+    let request = Request {
+        body,
+        content_type: args.content_type.clone(),
+        metadata: args.metadata.clone(),
+    };
+    (runtime.invoke(&extension, request, &limits).await, Some(description))
+}
+
+fn read_input(path: Option<&std::path::Path>, max: u64) -> Result<Vec<u8>, InvocationError> {
+    let result = match path {
+        None => return Ok(Vec::new()),
+        Some(path) if path.as_os_str() == "-" => load::read_stream_capped(std::io::stdin().lock(), max),
+        Some(path) => load::read_capped(path, max),
+    };
+    result.map_err(|error| {
+        let kind = if error.kind() == std::io::ErrorKind::FileTooLarge {
+            ErrorKind::InputTooLarge
+        } else {
+            ErrorKind::Internal
+        };
+        InvocationError::new(kind, format!("cannot read the input: {error}"))
+    })
+}
+
+fn print_human(outcome: &Outcome) -> anyhow::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    for entry in &outcome.logs {
+        writeln!(stderr, "[{:>5} {:?}] {}", format!("{:?}", entry.level).to_lowercase(), entry.source, entry.message)?;
+    }
+    match &outcome.result {
+        Ok(output) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&output.body)?;
+            if !output.body.ends_with(b"\n") && std::str::from_utf8(&output.body).is_ok() {
+                writeln!(stdout)?;
+            }
+        }
+        Err(error) => writeln!(stderr, "error: {}: {}", error.kind, error.message)?,
+    }
+    let usage = &outcome.usage;
+    writeln!(
+        stderr,
+        "usage: {} fuel, {:.3} ms, {} KiB peak memory, {} B out, {} B logs",
+        usage.fuel_consumed,
+        usage.wall_time_us as f64 / 1000.0,
+        usage.peak_memory_bytes / 1024,
+        usage.output_bytes,
+        usage.log_bytes
+    )?;
+    Ok(())
+}

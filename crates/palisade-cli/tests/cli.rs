@@ -1,0 +1,200 @@
+//! The `palisade` binary end to end: `run`, `test` and `new` against real guests, checking the
+//! JSON shape, the exit status of each error class, and that bad input gets a clear error.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use palisade_testkit::{guest_dir, guests_dir};
+
+fn palisade(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        // The command may refuse the input before reading it all.
+        let _ = input.write_all(bytes);
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn path(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
+
+#[test]
+fn run_prints_the_documented_json_and_exits_zero() {
+    let dir = guest_dir("examples/order-totals");
+    let order = br#"{"currency":"EUR","items":[{"sku":"A","quantity":2,"unit_price_cents":1250}]}"#;
+    let output = palisade(&["run", path(&dir), "--input", "-", "--json"], Some(order));
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let json = json(&output);
+    assert_eq!(json["outcome"], "ok");
+    let totals: serde_json::Value = serde_json::from_str(json["output"].as_str().unwrap()).unwrap();
+    assert_eq!(totals["total_cents"], 2500);
+    assert!(json["usage"]["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(json["usage"]["wall_time_us"].is_u64());
+    assert!(json["usage"]["peak_memory_bytes"].as_u64().unwrap() > 0);
+    assert!(json["logs"].is_array());
+    assert_eq!(json["extension"]["name"], "order-totals");
+}
+
+#[test]
+fn extension_failures_exit_one_with_their_kind() {
+    for (fixture, kind) in [
+        ("fixtures/infinite-loop", "fuel_exhausted"),
+        ("fixtures/guest-error", "guest_error"),
+        ("fixtures/memory-bomb", "memory_limit"),
+    ] {
+        let output = palisade(&["run", path(&guest_dir(fixture)), "--json"], None);
+        assert_eq!(output.status.code(), Some(1), "{fixture}");
+        let json = json(&output);
+        assert_eq!(json["outcome"], "error");
+        assert_eq!(json["error"]["kind"], kind, "{fixture}: {json}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[test]
+fn load_failures_exit_three() {
+    let output = palisade(&["run", path(&guest_dir("fixtures/forbidden-import")), "--json"], None);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(json(&output)["error"]["kind"], "import_not_allowed");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("palisade.toml"),
+        "[extension]\nname = \"x\"\nversion = \"1.0.0\"\napi = \"palisade:extension@1.0.0\"\nfuel = 3\n[component]\npath = \"x.wasm\"\n",
+    )
+    .unwrap();
+    let output = palisade(&["run", path(dir.path()), "--json"], None);
+    assert_eq!(output.status.code(), Some(3));
+    let json = json(&output);
+    assert_eq!(json["error"]["kind"], "invalid_manifest");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("line 5") && message.contains("fuel"), "{message}");
+
+    let output = palisade(&["run", "/nonexistent/extension", "--json"], None);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(self::json(&output)["error"]["kind"], "invalid_manifest");
+}
+
+#[test]
+fn oversized_input_exits_four_without_reading_it_all() {
+    let dir = guest_dir("fixtures/echo");
+    let big = vec![b'x'; 2 << 20];
+    let output = palisade(&["run", path(&dir), "--input", "-", "--json"], Some(&big));
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(json(&output)["error"]["kind"], "input_too_large");
+}
+
+#[test]
+fn binary_output_is_base64() {
+    let output = palisade(
+        &["run", path(&guest_dir("fixtures/echo")), "--input", "-", "--json", "--content-type", "application/octet-stream"],
+        Some(&[0xff, 0x00, 0xfe]),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let json = json(&output);
+    assert_eq!(json["output_base64"], "/wD+");
+    assert!(json.get("output").is_none());
+}
+
+#[test]
+fn human_output_prints_the_body_and_the_error() {
+    let output = palisade(&["run", path(&guest_dir("examples/greeter")), "--input", "-"], Some(b"Ada"));
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Hello, Ada"));
+    let output = palisade(&["run", path(&guest_dir("fixtures/panic"))], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error: trap"));
+}
+
+#[test]
+fn test_vectors_of_every_example_and_fixture_pass() {
+    palisade_testkit::build_guests();
+    for group in ["examples", "fixtures"] {
+        for entry in std::fs::read_dir(guests_dir().join(group)).unwrap() {
+            let dir = entry.unwrap().path();
+            if !dir.join("palisade.toml").exists() {
+                continue;
+            }
+            let output = palisade(&["test", path(&dir), "--json"], None);
+            let json = json(&output);
+            assert_eq!(output.status.code(), Some(0), "{}: {json}", dir.display());
+            assert_eq!(json["failed"], 0);
+            assert!(json["passed"].as_u64().unwrap() >= 1, "{}: no vectors", dir.display());
+        }
+    }
+}
+
+#[test]
+fn failing_test_vectors_exit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let greeter = guest_dir("examples/greeter");
+    let manifest = std::fs::read_to_string(greeter.join("palisade.toml")).unwrap();
+    let component = greeter.join(palisade_model::Manifest::parse(&manifest).unwrap().component.path);
+    let manifest = format!(
+        "[extension]\nname = \"greeter\"\nversion = \"1.0.0\"\napi = \"palisade:extension@1.0.0\"\n\
+         [component]\npath = {:?}\n[[tests]]\nname = \"wrong on purpose\"\ninput = \"Ada\"\nexpect_output = \"Goodbye\"\n",
+        component.canonicalize().unwrap()
+    );
+    std::fs::write(dir.path().join("palisade.toml"), manifest).unwrap();
+    let output = palisade(&["test", path(dir.path())], None);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("FAIL  wrong on purpose"), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn new_scaffolds_an_extension_that_builds_and_passes_its_tests() {
+    palisade_testkit::build_guests();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("hello-ext");
+    let output = palisade(&["new", "hello-ext", "--dir", path(&target)], None);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let build = Command::new(cargo)
+        .current_dir(&target)
+        .args(["build", "--release", "--quiet"])
+        // Exactly what an author runs: the extension's own target directory and lock file.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+
+    let output = palisade(&["test", path(&target)], None);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 passed, 0 failed"));
+
+    let again = palisade(&["new", "hello-ext", "--dir", path(&target)], None);
+    assert_ne!(again.status.code(), Some(0), "refuses to overwrite");
+    let bad = palisade(&["new", "Bad_Name"], None);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -18,20 +18,34 @@ pub struct LocalExtension {
 }
 
 pub fn manifest_path(path: &Path) -> PathBuf {
-    if path.is_dir() { path.join("palisade.toml") } else { path.to_owned() }
+    if path.is_dir() {
+        path.join("palisade.toml")
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Loads the manifest and the component bytes; does not compile anything.
 pub fn load(path: &Path) -> Result<LocalExtension, InvocationError> {
     let manifest_path = manifest_path(path);
     let text = read_capped(&manifest_path, MAX_MANIFEST_BYTES as u64).map_err(|e| {
-        InvocationError::new(ErrorKind::InvalidManifest, format!("cannot read {}: {e}", manifest_path.display()))
+        InvocationError::new(
+            ErrorKind::InvalidManifest,
+            format!("cannot read {}: {e}", manifest_path.display()),
+        )
     })?;
     let text = String::from_utf8(text).map_err(|_| {
-        InvocationError::new(ErrorKind::InvalidManifest, format!("{} is not UTF-8", manifest_path.display()))
+        InvocationError::new(
+            ErrorKind::InvalidManifest,
+            format!("{} is not UTF-8", manifest_path.display()),
+        )
     })?;
-    let manifest = Manifest::parse(&text)
-        .map_err(|e| InvocationError::new(ErrorKind::InvalidManifest, format!("{}: {e}", manifest_path.display())))?;
+    let manifest = Manifest::parse(&text).map_err(|e| {
+        InvocationError::new(
+            ErrorKind::InvalidManifest,
+            format!("{}: {e}", manifest_path.display()),
+        )
+    })?;
     let base = manifest_path.parent().unwrap_or(Path::new("."));
     let component_path = base.join(&manifest.component.path);
     let wasm = read_capped(&component_path, MAX_COMPONENT_BYTES).map_err(|e| {
@@ -42,7 +56,10 @@ pub fn load(path: &Path) -> Result<LocalExtension, InvocationError> {
         };
         InvocationError::new(
             ErrorKind::InvalidComponent,
-            format!("cannot read component {}: {e}{hint}", component_path.display()),
+            format!(
+                "cannot read component {}: {e}{hint}",
+                component_path.display()
+            ),
         )
     })?;
     Ok(LocalExtension { manifest, wasm })

@@ -58,7 +58,12 @@ async fn invoke(args: &RunArgs) -> (Outcome, Option<serde_json::Value>) {
     };
     let runtime = match args.engine.runtime() {
         Ok(runtime) => runtime,
-        Err(error) => return (Outcome::rejected(InvocationError::new(ErrorKind::Internal, error.to_string())), None),
+        Err(error) => {
+            return (
+                Outcome::rejected(InvocationError::new(ErrorKind::Internal, error.to_string())),
+                None,
+            );
+        }
     };
     let extension = match runtime.load(&local.manifest, &local.wasm) {
         Ok(extension) => extension,
@@ -79,13 +84,18 @@ async fn invoke(args: &RunArgs) -> (Outcome, Option<serde_json::Value>) {
         content_type: args.content_type.clone(),
         metadata: args.metadata.clone(),
     };
-    (runtime.invoke(&extension, request, &limits).await, Some(description))
+    (
+        runtime.invoke(&extension, request, &limits).await,
+        Some(description),
+    )
 }
 
 fn read_input(path: Option<&std::path::Path>, max: u64) -> Result<Vec<u8>, InvocationError> {
     let result = match path {
         None => return Ok(Vec::new()),
-        Some(path) if path.as_os_str() == "-" => load::read_stream_capped(std::io::stdin().lock(), max),
+        Some(path) if path.as_os_str() == "-" => {
+            load::read_stream_capped(std::io::stdin().lock(), max)
+        }
         Some(path) => load::read_capped(path, max),
     };
     result.map_err(|error| {
@@ -101,7 +111,15 @@ fn read_input(path: Option<&std::path::Path>, max: u64) -> Result<Vec<u8>, Invoc
 fn print_human(outcome: &Outcome) -> anyhow::Result<()> {
     let mut stderr = std::io::stderr().lock();
     for entry in &outcome.logs {
-        writeln!(stderr, "[{:>5} {:?}] {}", format!("{:?}", entry.level).to_lowercase(), entry.source, entry.message)?;
+        let level = serde_json::to_value(entry.level).unwrap_or_default();
+        let source = serde_json::to_value(entry.source).unwrap_or_default();
+        writeln!(
+            stderr,
+            "[{} {}] {}",
+            level.as_str().unwrap_or("?"),
+            source.as_str().unwrap_or("?"),
+            entry.message
+        )?;
     }
     match &outcome.result {
         Ok(output) => {

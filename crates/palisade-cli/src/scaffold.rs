@@ -21,12 +21,27 @@ pub struct NewArgs {
 }
 
 const TEMPLATE: [(&str, &str); 6] = [
-    ("Cargo.toml", include_str!("../templates/rust/Cargo.toml.tmpl")),
-    (".cargo/config.toml", include_str!("../templates/rust/cargo-config.toml.tmpl")),
+    (
+        "Cargo.toml",
+        include_str!("../templates/rust/Cargo.toml.tmpl"),
+    ),
+    (
+        ".cargo/config.toml",
+        include_str!("../templates/rust/cargo-config.toml.tmpl"),
+    ),
     ("src/lib.rs", include_str!("../templates/rust/lib.rs.tmpl")),
-    ("palisade.toml", include_str!("../templates/rust/palisade.toml.tmpl")),
-    ("README.md", include_str!("../templates/rust/README.md.tmpl")),
-    (".gitignore", include_str!("../templates/rust/gitignore.tmpl")),
+    (
+        "palisade.toml",
+        include_str!("../templates/rust/palisade.toml.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../templates/rust/README.md.tmpl"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../templates/rust/gitignore.tmpl"),
+    ),
 ];
 
 pub fn new(args: &NewArgs) -> anyhow::Result<u8> {
@@ -37,9 +52,20 @@ pub fn new(args: &NewArgs) -> anyhow::Result<u8> {
             return Ok(exit::USAGE);
         }
     };
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name.as_str()));
-    if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} already exists and is not empty; choose another --dir", dir.display());
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(name.as_str()));
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "{} already exists and is not empty; choose another --dir",
+            dir.display()
+        );
     }
     let sdk = sdk_path(args.sdk.as_deref())?;
     let crate_name = name.as_str().replace('-', "_");
@@ -50,12 +76,16 @@ pub fn new(args: &NewArgs) -> anyhow::Result<u8> {
             .replace("{{sdk}}", &sdk.display().to_string().replace('\\', "/"));
         let path = dir.join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("Created extension `{name}` in {}", dir.display());
-    println!("Next:\n  cd {}\n  cargo build --release\n  palisade test .", dir.display());
+    println!(
+        "Next:\n  cd {}\n  cargo build --release\n  palisade test .",
+        dir.display()
+    );
     Ok(exit::OK)
 }
 
@@ -71,5 +101,7 @@ fn sdk_path(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
             candidate.display()
         );
     }
-    candidate.canonicalize().with_context(|| format!("resolving {}", candidate.display()))
+    candidate
+        .canonicalize()
+        .with_context(|| format!("resolving {}", candidate.display()))
 }

@@ -33,7 +33,12 @@ pub async fn test(args: TestArgs) -> anyhow::Result<u8> {
         Err(error) => return report_load_failure(&args, &error),
     };
     let runtime = args.engine.runtime()?;
-    let vectors: Vec<_> = local.manifest.tests.iter().map(|t| t.get_ref().clone()).collect();
+    let vectors: Vec<_> = local
+        .manifest
+        .tests
+        .iter()
+        .map(|t| t.get_ref().clone())
+        .collect();
     let mut results = Vec::with_capacity(vectors.len());
     match runtime.load(&local.manifest, &local.wasm) {
         Ok(extension) => {
@@ -44,7 +49,9 @@ pub async fn test(args: TestArgs) -> anyhow::Result<u8> {
                     content_type,
                     metadata: vector.metadata.clone().into_iter().collect(),
                 };
-                let outcome = runtime.invoke(&extension, request, &extension.limits()).await;
+                let outcome = runtime
+                    .invoke(&extension, request, &extension.limits())
+                    .await;
                 results.push(judge(&vector.name, &vector.expectation(), &outcome));
             }
         }
@@ -71,17 +78,27 @@ pub async fn test(args: TestArgs) -> anyhow::Result<u8> {
             if result.passed {
                 println!("ok    {}", result.name);
             } else {
-                println!("FAIL  {}\n      expected: {}\n      actual:   {}", result.name, result.expected, result.actual);
+                println!(
+                    "FAIL  {}\n      expected: {}\n      actual:   {}",
+                    result.name, result.expected, result.actual
+                );
             }
         }
         println!("{name}: {} passed, {failed} failed", results.len() - failed);
     }
-    Ok(if failed == 0 { exit::OK } else { exit::EXTENSION_FAILED })
+    Ok(if failed == 0 {
+        exit::OK
+    } else {
+        exit::EXTENSION_FAILED
+    })
 }
 
 fn report_load_failure(args: &TestArgs, error: &InvocationError) -> anyhow::Result<u8> {
     if args.json {
-        println!("{}", serde_json::json!({"error": {"kind": error.kind, "message": error.message}}));
+        println!(
+            "{}",
+            serde_json::json!({"error": {"kind": error.kind, "message": error.message}})
+        );
     } else {
         eprintln!("error: {}: {}", error.kind, error.message);
     }
@@ -94,7 +111,10 @@ fn judge(name: &str, expectation: &Expectation, outcome: &Outcome) -> VectorResu
         Err(error) => format!("error {}: {}", error.kind, error.message),
     };
     let (passed, expected) = match (expectation, &outcome.result) {
-        (Expectation::Error(kind), result) => (result.as_ref().err().is_some_and(|e| e.kind == *kind), format!("error {kind}")),
+        (Expectation::Error(kind), result) => (
+            result.as_ref().err().is_some_and(|e| e.kind == *kind),
+            format!("error {kind}"),
+        ),
         (Expectation::Output(text), result) => (
             result.as_ref().is_ok_and(|o| o.body == text.as_bytes()),
             format!("output {text}"),

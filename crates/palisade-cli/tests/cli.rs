@@ -1,6 +1,12 @@
 //! The `palisade` binary end to end: `run`, `test` and `new` against real guests, checking the
 //! JSON shape, the exit status of each error class, and that bad input gets a clear error.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test and benchmark setup: a failure should stop the run loudly"
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -43,7 +49,12 @@ fn run_prints_the_documented_json_and_exits_zero() {
     let dir = guest_dir("examples/order-totals");
     let order = br#"{"currency":"EUR","items":[{"sku":"A","quantity":2,"unit_price_cents":1250}]}"#;
     let output = palisade(&["run", path(&dir), "--input", "-", "--json"], Some(order));
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let json = json(&output);
     assert_eq!(json["outcome"], "ok");
     let totals: serde_json::Value = serde_json::from_str(json["output"].as_str().unwrap()).unwrap();
@@ -67,13 +78,24 @@ fn extension_failures_exit_one_with_their_kind() {
         let json = json(&output);
         assert_eq!(json["outcome"], "error");
         assert_eq!(json["error"]["kind"], kind, "{fixture}: {json}");
-        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
 }
 
 #[test]
 fn load_failures_exit_three() {
-    let output = palisade(&["run", path(&guest_dir("fixtures/forbidden-import")), "--json"], None);
+    let output = palisade(
+        &[
+            "run",
+            path(&guest_dir("fixtures/forbidden-import")),
+            "--json",
+        ],
+        None,
+    );
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(json(&output)["error"]["kind"], "import_not_allowed");
 
@@ -88,7 +110,10 @@ fn load_failures_exit_three() {
     let json = json(&output);
     assert_eq!(json["error"]["kind"], "invalid_manifest");
     let message = json["error"]["message"].as_str().unwrap();
-    assert!(message.contains("line 5") && message.contains("fuel"), "{message}");
+    assert!(
+        message.contains("line 5") && message.contains("fuel"),
+        "{message}"
+    );
 
     let output = palisade(&["run", "/nonexistent/extension", "--json"], None);
     assert_eq!(output.status.code(), Some(3));
@@ -107,7 +132,15 @@ fn oversized_input_exits_four_without_reading_it_all() {
 #[test]
 fn binary_output_is_base64() {
     let output = palisade(
-        &["run", path(&guest_dir("fixtures/echo")), "--input", "-", "--json", "--content-type", "application/octet-stream"],
+        &[
+            "run",
+            path(&guest_dir("fixtures/echo")),
+            "--input",
+            "-",
+            "--json",
+            "--content-type",
+            "application/octet-stream",
+        ],
         Some(&[0xff, 0x00, 0xfe]),
     );
     assert_eq!(output.status.code(), Some(0));
@@ -118,9 +151,12 @@ fn binary_output_is_base64() {
 
 #[test]
 fn human_output_prints_the_body_and_the_error() {
-    let output = palisade(&["run", path(&guest_dir("examples/greeter")), "--input", "-"], Some(b"Ada"));
+    let output = palisade(
+        &["run", path(&guest_dir("examples/greeter")), "--input", "-"],
+        Some(b"Ada"),
+    );
     assert_eq!(output.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Hello, Ada"));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Hi, Ada!"));
     let output = palisade(&["run", path(&guest_dir("fixtures/panic"))], None);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("error: trap"));
@@ -139,7 +175,11 @@ fn test_vectors_of_every_example_and_fixture_pass() {
             let json = json(&output);
             assert_eq!(output.status.code(), Some(0), "{}: {json}", dir.display());
             assert_eq!(json["failed"], 0);
-            assert!(json["passed"].as_u64().unwrap() >= 1, "{}: no vectors", dir.display());
+            assert!(
+                json["passed"].as_u64().unwrap() >= 1,
+                "{}: no vectors",
+                dir.display()
+            );
         }
     }
 }
@@ -149,7 +189,12 @@ fn failing_test_vectors_exit_one() {
     let dir = tempfile::tempdir().unwrap();
     let greeter = guest_dir("examples/greeter");
     let manifest = std::fs::read_to_string(greeter.join("palisade.toml")).unwrap();
-    let component = greeter.join(palisade_model::Manifest::parse(&manifest).unwrap().component.path);
+    let component = greeter.join(
+        palisade_model::Manifest::parse(&manifest)
+            .unwrap()
+            .component
+            .path,
+    );
     let manifest = format!(
         "[extension]\nname = \"greeter\"\nversion = \"1.0.0\"\napi = \"palisade:extension@1.0.0\"\n\
          [component]\npath = {:?}\n[[tests]]\nname = \"wrong on purpose\"\ninput = \"Ada\"\nexpect_output = \"Goodbye\"\n",
@@ -169,7 +214,12 @@ fn new_scaffolds_an_extension_that_builds_and_passes_its_tests() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("hello-ext");
     let output = palisade(&["new", "hello-ext", "--dir", path(&target)], None);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let build = Command::new(cargo)
@@ -181,7 +231,11 @@ fn new_scaffolds_an_extension_that_builds_and_passes_its_tests() {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .unwrap();
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
 
     let output = palisade(&["test", path(&target)], None);
     assert_eq!(

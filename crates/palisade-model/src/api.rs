@@ -45,7 +45,8 @@ impl ApiPackage {
         let is_label = |s: &str| {
             !s.is_empty()
                 && s.starts_with(|c: char| c.is_ascii_lowercase())
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         };
         if !is_label(namespace) || !is_label(name) {
             return Err(error("namespace and name must be lowercase kebab-case"));
@@ -87,13 +88,25 @@ mod tests {
     fn parses_and_prints_round_trip() {
         let package = ApiPackage::parse("palisade:extension@1.0.0");
         assert_eq!(package, Ok(ApiPackage::extension_v1()));
-        assert_eq!(ApiPackage::extension_v1().to_string(), "palisade:extension@1.0.0");
+        assert_eq!(
+            ApiPackage::extension_v1().to_string(),
+            "palisade:extension@1.0.0"
+        );
     }
 
     #[test]
     fn rejects_malformed_names() {
-        for text in ["palisade:extension", "extension@1.0.0", "Pal:ext@1.0.0", "a:b@one", ":b@1.0.0"] {
-            assert!(ApiPackage::parse(text).is_err(), "{text} should be rejected");
+        for text in [
+            "palisade:extension",
+            "extension@1.0.0",
+            "Pal:ext@1.0.0",
+            "a:b@one",
+            ":b@1.0.0",
+        ] {
+            assert!(
+                ApiPackage::parse(text).is_err(),
+                "{text} should be rejected"
+            );
         }
     }
 }

@@ -34,4 +34,6 @@ pub mod units;
 pub use api::ApiPackage;
 pub use limits::{Limits, RequestedLimits};
 pub use manifest::{Manifest, ManifestError};
-pub use outcome::{ErrorClass, ErrorKind, InvocationError, LogEntry, LogLevel, LogSource, Outcome, Output, Usage};
+pub use outcome::{
+    ErrorClass, ErrorKind, InvocationError, LogEntry, LogLevel, LogSource, Outcome, Output, Usage,
+};

@@ -82,12 +82,32 @@ impl Limits {
         }
         Self {
             fuel: pick(requested.fuel, defaults.fuel, ceiling.fuel),
-            wall_time: pick(requested.wall_time.map(|d| d.0), defaults.wall_time, ceiling.wall_time),
-            memory_bytes: pick(requested.memory.map(ByteSize::bytes), defaults.memory_bytes, ceiling.memory_bytes),
-            output_bytes: pick(requested.output.map(ByteSize::bytes), defaults.output_bytes, ceiling.output_bytes),
-            log_bytes: pick(requested.logs.map(ByteSize::bytes), defaults.log_bytes, ceiling.log_bytes),
+            wall_time: pick(
+                requested.wall_time.map(|d| d.0),
+                defaults.wall_time,
+                ceiling.wall_time,
+            ),
+            memory_bytes: pick(
+                requested.memory.map(ByteSize::bytes),
+                defaults.memory_bytes,
+                ceiling.memory_bytes,
+            ),
+            output_bytes: pick(
+                requested.output.map(ByteSize::bytes),
+                defaults.output_bytes,
+                ceiling.output_bytes,
+            ),
+            log_bytes: pick(
+                requested.logs.map(ByteSize::bytes),
+                defaults.log_bytes,
+                ceiling.log_bytes,
+            ),
             log_lines: pick(requested.log_lines, defaults.log_lines, ceiling.log_lines),
-            input_bytes: pick(requested.input.map(ByteSize::bytes), defaults.input_bytes, ceiling.input_bytes),
+            input_bytes: pick(
+                requested.input.map(ByteSize::bytes),
+                defaults.input_bytes,
+                ceiling.input_bytes,
+            ),
         }
     }
 
@@ -127,7 +147,8 @@ impl RequestedLimits {
         if self.log_lines == Some(0) && self.logs.is_some_and(|l| l.0 > 0) {
             return Err(LimitError {
                 field: "log_lines",
-                problem: "is zero while `logs` allows bytes; set both to zero to forbid logging".into(),
+                problem: "is zero while `logs` allows bytes; set both to zero to forbid logging"
+                    .into(),
             });
         }
         if let Some(memory) = self.memory
@@ -175,14 +196,20 @@ mod tests {
 
     #[test]
     fn nonsense_limits_are_rejected() {
-        let zero_fuel = RequestedLimits { fuel: Some(0), ..Default::default() };
+        let zero_fuel = RequestedLimits {
+            fuel: Some(0),
+            ..Default::default()
+        };
         assert_eq!(zero_fuel.validate().map_err(|e| e.field), Err("fuel"));
         let zero_time = RequestedLimits {
             wall_time: Some(DurationSpec(Duration::ZERO)),
             ..Default::default()
         };
         assert_eq!(zero_time.validate().map_err(|e| e.field), Err("wall_time"));
-        let tiny_memory = RequestedLimits { memory: Some(ByteSize(100)), ..Default::default() };
+        let tiny_memory = RequestedLimits {
+            memory: Some(ByteSize(100)),
+            ..Default::default()
+        };
         assert_eq!(tiny_memory.validate().map_err(|e| e.field), Err("memory"));
     }
 }

@@ -104,11 +104,15 @@ impl TestVector {
         match (&self.input, &self.input_json) {
             (_, Some(value)) => (
                 serde_json::to_vec(value).unwrap_or_default(),
-                self.content_type.clone().unwrap_or_else(|| "application/json".into()),
+                self.content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/json".into()),
             ),
             (Some(text), None) => (
                 text.clone().into_bytes(),
-                self.content_type.clone().unwrap_or_else(|| "text/plain".into()),
+                self.content_type
+                    .clone()
+                    .unwrap_or_else(|| "text/plain".into()),
             ),
             (None, None) => (Vec::new(), self.content_type.clone().unwrap_or_default()),
         }
@@ -135,7 +139,9 @@ pub struct ExtensionName(String);
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a valid extension name: use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen")]
+#[error(
+    "`{0}` is not a valid extension name: use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen"
+)]
 pub struct InvalidName(pub String);
 
 impl ExtensionName {
@@ -143,7 +149,9 @@ impl ExtensionName {
         let valid = (1..=63).contains(&name.len())
             && name.starts_with(|c: char| c.is_ascii_lowercase())
             && !name.ends_with('-')
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if valid {
             Ok(Self(name.to_owned()))
         } else {
@@ -187,7 +195,9 @@ pub struct InvalidDigest(pub String);
 
 impl Sha256Digest {
     pub fn parse(text: &str) -> Result<Self, InvalidDigest> {
-        let lowercase = text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let lowercase = text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         let mut bytes = [0u8; 32];
         match hex::decode_to_slice(text, &mut bytes) {
             Ok(()) if lowercase => Ok(Self(bytes)),
@@ -274,7 +284,10 @@ impl Manifest {
                 line: None,
                 column: None,
                 field: None,
-                message: format!("the manifest is {} bytes; the maximum is {MAX_MANIFEST_BYTES}", text.len()),
+                message: format!(
+                    "the manifest is {} bytes; the maximum is {MAX_MANIFEST_BYTES}",
+                    text.len()
+                ),
             });
         }
         let manifest: Self = toml::from_str(text).map_err(|error| {
@@ -299,7 +312,12 @@ impl Manifest {
     fn validate(&self, text: &str) -> Result<(), ManifestError> {
         if self.component.path.as_os_str().is_empty() {
             let offset = text.find("[component]").unwrap_or(0);
-            return Err(ManifestError::at(text, offset, "component.path", "must not be empty"));
+            return Err(ManifestError::at(
+                text,
+                offset,
+                "component.path",
+                "must not be empty",
+            ));
         }
         if let Err(error) = self.limits.get_ref().validate() {
             return Err(ManifestError::at(
@@ -310,15 +328,25 @@ impl Manifest {
             ));
         }
         for (key, value) in &self.config {
-            let problem = if key.get_ref().is_empty() || key.get_ref().len() > MAX_CONFIG_KEY_BYTES {
-                Some(format!("config keys must be 1 to {MAX_CONFIG_KEY_BYTES} bytes"))
+            let problem = if key.get_ref().is_empty() || key.get_ref().len() > MAX_CONFIG_KEY_BYTES
+            {
+                Some(format!(
+                    "config keys must be 1 to {MAX_CONFIG_KEY_BYTES} bytes"
+                ))
             } else if value.len() > MAX_CONFIG_VALUE_BYTES {
-                Some(format!("config values must be at most {MAX_CONFIG_VALUE_BYTES} bytes"))
+                Some(format!(
+                    "config values must be at most {MAX_CONFIG_VALUE_BYTES} bytes"
+                ))
             } else {
                 None
             };
             if let Some(problem) = problem {
-                return Err(ManifestError::at(text, key.span().start, format!("config.{}", key.get_ref()), problem));
+                return Err(ManifestError::at(
+                    text,
+                    key.span().start,
+                    format!("config.{}", key.get_ref()),
+                    problem,
+                ));
             }
         }
         for (index, vector) in self.tests.iter().enumerate() {
@@ -330,7 +358,10 @@ impl Manifest {
             let problem = if test.name.trim().is_empty() {
                 Some("a test needs a non-empty `name`".to_owned())
             } else if test.input.is_some() && test.input_json.is_some() {
-                Some(format!("test `{}` sets both `input` and `input_json`; choose one", test.name))
+                Some(format!(
+                    "test `{}` sets both `input` and `input_json`; choose one",
+                    test.name
+                ))
             } else if expectations != 1 {
                 Some(format!(
                     "test `{}` must set exactly one of `expect_json`, `expect_output`, `expect_error` (it sets {expectations})",
@@ -348,7 +379,10 @@ impl Manifest {
 
     /// Configuration values as plain strings.
     pub fn config_values(&self) -> BTreeMap<String, String> {
-        self.config.iter().map(|(k, v)| (k.get_ref().clone(), v.clone())).collect()
+        self.config
+            .iter()
+            .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -390,11 +424,17 @@ expect_error = "guest_error"
         let manifest = Manifest::parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(manifest.extension.version, semver::Version::new(1, 2, 3));
         assert_eq!(manifest.limits.get_ref().fuel, Some(5_000_000));
-        assert_eq!(manifest.config_values().get("currency").map(String::as_str), Some("EUR"));
+        assert_eq!(
+            manifest.config_values().get("currency").map(String::as_str),
+            Some("EUR")
+        );
         let (body, content_type) = manifest.tests[0].get_ref().request_body();
         assert_eq!(body, br#"{"items":[]}"#);
         assert_eq!(content_type, "application/json");
-        assert_eq!(manifest.tests[1].get_ref().expectation(), Expectation::Error(ErrorKind::GuestError));
+        assert_eq!(
+            manifest.tests[1].get_ref().expectation(),
+            Expectation::Error(ErrorKind::GuestError)
+        );
     }
 
     fn error_for(text: &str) -> ManifestError {
@@ -407,23 +447,35 @@ expect_error = "guest_error"
     #[test]
     fn unknown_fields_are_rejected_with_their_line() {
         let error = error_for(&GOOD.replace("fuel = 5_000_000", "fuel = 5_000_000\ncpu = 3"));
-        assert_eq!(error.line, Some(14));
+        assert_eq!(error.line, Some(13));
         assert!(error.message.contains("unknown field `cpu`"), "{error}");
     }
 
     #[test]
     fn bad_units_name_the_line() {
         let error = error_for(&GOOD.replace("\"16 MiB\"", "\"16 parsecs\""));
-        assert_eq!(error.line, Some(15));
+        assert_eq!(error.line, Some(14));
         assert!(error.message.contains("byte size"), "{error}");
     }
 
     #[test]
     fn bad_names_versions_digests_and_api_are_rejected() {
-        assert!(error_for(&GOOD.replace("order-totals", "Order Totals")).message.contains("extension name"));
+        assert!(
+            error_for(&GOOD.replace("order-totals", "Order Totals"))
+                .message
+                .contains("extension name")
+        );
         assert_eq!(error_for(&GOOD.replace("1.2.3", "1.2")).line, Some(4));
-        assert!(error_for(&GOOD.replace("ba7816bf", "BA7816BF")).message.contains("SHA-256"));
-        assert!(error_for(&GOOD.replace("@1.0.0", "")).message.contains("API package"));
+        assert!(
+            error_for(&GOOD.replace("ba7816bf", "BA7816BF"))
+                .message
+                .contains("SHA-256")
+        );
+        assert!(
+            error_for(&GOOD.replace("@1.0.0", ""))
+                .message
+                .contains("API package")
+        );
     }
 
     #[test]
@@ -433,13 +485,22 @@ expect_error = "guest_error"
         assert_eq!(error.line, Some(11));
         let error = error_for(&GOOD.replace("expect_error = \"guest_error\"", ""));
         assert_eq!(error.field.as_deref(), Some("tests[1]"));
-        let error = error_for(&GOOD.replace("expect_error = \"guest_error\"", "expect_error = \"melted\""));
+        let error = error_for(&GOOD.replace(
+            "expect_error = \"guest_error\"",
+            "expect_error = \"melted\"",
+        ));
         assert!(error.message.contains("unknown variant"), "{error}");
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for text in ["", "\u{0}\u{1}", "[extension", "[[tests]]\nname = 3", &"x".repeat(MAX_MANIFEST_BYTES + 1)] {
+        for text in [
+            "",
+            "\u{0}\u{1}",
+            "[extension",
+            "[[tests]]\nname = 3",
+            &"x".repeat(MAX_MANIFEST_BYTES + 1),
+        ] {
             assert!(Manifest::parse(text).is_err());
         }
     }

@@ -103,7 +103,9 @@ impl ErrorKind {
             | Self::OutputTooLarge
             | Self::LogLimit
             | Self::GuestError => ErrorClass::Extension,
-            Self::ImportNotAllowed | Self::InvalidComponent | Self::InvalidManifest => ErrorClass::Load,
+            Self::ImportNotAllowed | Self::InvalidComponent | Self::InvalidManifest => {
+                ErrorClass::Load
+            }
             Self::InputTooLarge => ErrorClass::Input,
             Self::Overloaded => ErrorClass::Capacity,
             Self::Internal => ErrorClass::Internal,
@@ -218,7 +220,9 @@ impl Outcome {
                     Ok(text) => object.insert("output".into(), text.into()),
                     Err(_) => object.insert(
                         "output_base64".into(),
-                        base64::engine::general_purpose::STANDARD.encode(&output.body).into(),
+                        base64::engine::general_purpose::STANDARD
+                            .encode(&output.body)
+                            .into(),
                     ),
                 };
                 object.insert("content_type".into(), output.content_type.clone().into());
@@ -231,8 +235,14 @@ impl Outcome {
                 );
             }
         }
-        object.insert("usage".into(), serde_json::to_value(self.usage).unwrap_or_default());
-        object.insert("logs".into(), serde_json::to_value(&self.logs).unwrap_or_default());
+        object.insert(
+            "usage".into(),
+            serde_json::to_value(self.usage).unwrap_or_default(),
+        );
+        object.insert(
+            "logs".into(),
+            serde_json::to_value(&self.logs).unwrap_or_default(),
+        );
         serde_json::Value::Object(object)
     }
 }
@@ -269,7 +279,8 @@ mod tests {
 
     #[test]
     fn errors_carry_kind_and_message() {
-        let json = Outcome::rejected(InvocationError::new(ErrorKind::InputTooLarge, "too big")).to_json();
+        let json =
+            Outcome::rejected(InvocationError::new(ErrorKind::InputTooLarge, "too big")).to_json();
         assert_eq!(json["outcome"], "error");
         assert_eq!(json["error"]["kind"], "input_too_large");
         assert_eq!(json["error"]["message"], "too big");

@@ -66,7 +66,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         for (factor, unit) in UNITS {
-            if self.0 >= factor && self.0 % factor == 0 {
+            if self.0 >= factor && self.0.is_multiple_of(factor) {
                 return write!(f, "{} {unit}", self.0 / factor);
             }
         }
@@ -125,9 +125,9 @@ impl DurationSpec {
 impl fmt::Display for DurationSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let micros = self.0.as_micros();
-        if micros % 1_000_000 == 0 {
+        if micros.is_multiple_of(1_000_000) {
             write!(f, "{}s", micros / 1_000_000)
-        } else if micros % 1_000 == 0 {
+        } else if micros.is_multiple_of(1_000) {
             write!(f, "{}ms", micros / 1_000)
         } else {
             write!(f, "{micros}us")
@@ -176,9 +176,18 @@ mod tests {
 
     #[test]
     fn bad_byte_sizes_are_typed_errors() {
-        assert!(matches!(ByteSize::parse("lots"), Err(UnitError::Malformed { .. })));
-        assert!(matches!(ByteSize::parse("12 parsecs"), Err(UnitError::Malformed { .. })));
-        assert!(matches!(ByteSize::parse("-1 KiB"), Err(UnitError::Malformed { .. })));
+        assert!(matches!(
+            ByteSize::parse("lots"),
+            Err(UnitError::Malformed { .. })
+        ));
+        assert!(matches!(
+            ByteSize::parse("12 parsecs"),
+            Err(UnitError::Malformed { .. })
+        ));
+        assert!(matches!(
+            ByteSize::parse("-1 KiB"),
+            Err(UnitError::Malformed { .. })
+        ));
         assert_eq!(
             ByteSize::parse("99999999999999999 GiB"),
             Err(UnitError::Overflow("99999999999999999 GiB".into()))
@@ -191,10 +200,22 @@ mod tests {
 
     #[test]
     fn durations_parse_and_display() {
-        assert_eq!(DurationSpec::parse("250ms").map(|d| d.0), Ok(Duration::from_millis(250)));
-        assert_eq!(DurationSpec::parse("2 s").map(|d| d.0), Ok(Duration::from_secs(2)));
-        assert_eq!(DurationSpec::parse("1m").map(|d| d.0), Ok(Duration::from_secs(60)));
-        assert_eq!(DurationSpec(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(
+            DurationSpec::parse("250ms").map(|d| d.0),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            DurationSpec::parse("2 s").map(|d| d.0),
+            Ok(Duration::from_secs(2))
+        );
+        assert_eq!(
+            DurationSpec::parse("1m").map(|d| d.0),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            DurationSpec(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
         assert_eq!(DurationSpec(Duration::from_secs(3)).to_string(), "3s");
         assert!(DurationSpec::parse("soon").is_err());
         assert!(DurationSpec::parse("5 fortnights").is_err());

@@ -76,11 +76,14 @@ impl ComponentCache {
         if let Some(component) = self.lookup(&digest) {
             return Ok((component, CacheSource::Memory));
         }
-        let from_disk = self.disk_path(&digest).and_then(|path| load_artifact(engine, &path));
+        let from_disk = self
+            .disk_path(&digest)
+            .and_then(|path| load_artifact(engine, &path));
         let (component, source) = match from_disk {
             Some(component) => (component, CacheSource::Disk),
             None => {
-                let component = Component::new(engine, wasm).map_err(|e| CompileError(format!("{e:#}")))?;
+                let component =
+                    Component::new(engine, wasm).map_err(|e| CompileError(format!("{e:#}")))?;
                 if let Some(path) = self.disk_path(&digest)
                     && let Err(error) = store_artifact(&component, &path)
                 {
@@ -95,7 +98,10 @@ impl ComponentCache {
     }
 
     fn lookup(&self, digest: &Sha256Digest) -> Option<Component> {
-        let mut lru = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lru = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         lru.clock += 1;
         let now = lru.clock;
         lru.entries.get_mut(digest).map(|entry| {
@@ -107,16 +113,30 @@ impl ComponentCache {
     fn insert(&self, digest: Sha256Digest, component: Component, wasm_bytes: u64) {
         let image = component.image_range();
         let bytes = wasm_bytes + (image.end as u64).saturating_sub(image.start as u64);
-        let mut lru = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lru = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         lru.clock += 1;
         let last_used = lru.clock;
-        if let Some(old) = lru.entries.insert(digest, Entry { component, bytes, last_used }) {
+        if let Some(old) = lru.entries.insert(
+            digest,
+            Entry {
+                component,
+                bytes,
+                last_used,
+            },
+        ) {
             lru.total_bytes -= old.bytes;
         }
         lru.total_bytes += bytes;
         // A budget of zero disables the memory cache: the entry just inserted goes too.
         while lru.total_bytes > self.memory_budget_bytes {
-            let oldest = lru.entries.iter().min_by_key(|(_, entry)| entry.last_used).map(|(key, _)| *key);
+            let oldest = lru
+                .entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(key, _)| *key);
             let Some(oldest) = oldest else { break };
             if let Some(evicted) = lru.entries.remove(&oldest) {
                 lru.total_bytes -= evicted.bytes;
@@ -126,7 +146,10 @@ impl ComponentCache {
 
     /// Digests held in memory, least recently used first.
     pub fn resident(&self) -> Vec<Sha256Digest> {
-        let lru = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lru = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut entries: Vec<_> = lru.entries.iter().map(|(k, e)| (e.last_used, *k)).collect();
         entries.sort();
         entries.into_iter().map(|(_, k)| k).collect()
@@ -134,7 +157,10 @@ impl ComponentCache {
 
     /// Bytes held in memory (source plus compiled image).
     pub fn resident_bytes(&self) -> u64 {
-        self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total_bytes
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .total_bytes
     }
 
     /// The artifact path for `digest`, when a disk cache is configured.
@@ -163,10 +189,20 @@ fn engine_key(engine: &Engine) -> String {
 
 /// Writes `magic || sha256(artifact) || artifact` atomically: temp file, fsync, rename.
 fn store_artifact(component: &Component, path: &Path) -> std::io::Result<()> {
-    let artifact = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("artifact path has no parent"))?;
+    let artifact = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("artifact path has no parent"))?;
     fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(".tmp-{}-{}", std::process::id(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let temp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     let mut file = fs::File::create(&temp)?;
     file.write_all(DISK_MAGIC)?;
     file.write_all(&Sha256::digest(&artifact))?;
@@ -196,7 +232,10 @@ fn load_artifact(engine: &Engine, path: &Path) -> Option<Component> {
     }
 }
 
-#[allow(unsafe_code, reason = "wasmtime's artifact deserialization is unsafe by signature; see SAFETY")]
+#[allow(
+    unsafe_code,
+    reason = "wasmtime's artifact deserialization is unsafe by signature; see SAFETY"
+)]
 fn deserialize_checked(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `Component::deserialize` requires bytes produced by `Component::serialize` of a
     // compatible wasmtime; arbitrary bytes could hold arbitrary machine code. These bytes come

@@ -48,7 +48,9 @@ impl SharedCapture {
 
     fn lock(&self) -> MutexGuard<'_, Capture> {
         // A poisoned lock only means another thread panicked mid-push; the data is still valid.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records one `log.write` call, or refuses it when it would break the budget.
@@ -83,19 +85,25 @@ impl SharedCapture {
         (std::mem::take(&mut capture.entries), capture.bytes, lines)
     }
 
-    /// The last stderr lines, used to explain a trap (a Rust panic prints its message there).
+    /// The last few stderr lines, used to explain a trap: a Rust panic prints
+    /// "panicked at FILE:LINE:COL:" and its message there before aborting.
     pub(crate) fn stderr_tail(&self) -> Option<String> {
+        const LINES: usize = 3;
         let capture = self.lock();
         let pending = &capture.pending[stream_slot(LogSource::Stderr)];
-        if !pending.is_empty() {
-            return Some(sanitize(pending));
-        }
-        capture
+        let mut lines: Vec<String> = capture
             .entries
             .iter()
-            .rev()
-            .find(|e| e.source == LogSource::Stderr && !e.message.trim().is_empty())
+            .filter(|e| e.source == LogSource::Stderr)
             .map(|e| e.message.clone())
+            .chain((!pending.is_empty()).then(|| sanitize(pending)))
+            .filter(|line| {
+                !line.trim().is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE")
+            })
+            .collect();
+        let keep = lines.len().saturating_sub(LINES);
+        lines.drain(..keep);
+        (!lines.is_empty()).then(|| lines.join(" / "))
     }
 
     pub(crate) fn stream(&self, source: LogSource) -> GuestStream {
@@ -119,18 +127,34 @@ impl Capture {
         Ok(())
     }
 
-    fn push(&mut self, level: LogLevel, source: LogSource, message: &[u8]) -> Result<(), LogLimitExceeded> {
+    fn push(
+        &mut self,
+        level: LogLevel,
+        source: LogSource,
+        message: &[u8],
+    ) -> Result<(), LogLimitExceeded> {
+        self.check_line_budget()?;
         self.charge_bytes(message.len() as u64)?;
         self.push_charged(level, source, message)
     }
 
-    fn push_charged(&mut self, level: LogLevel, source: LogSource, message: &[u8]) -> Result<(), LogLimitExceeded> {
+    fn check_line_budget(&self) -> Result<(), LogLimitExceeded> {
         if self.entries.len() >= self.max_lines as usize {
             return Err(LogLimitExceeded {
                 what: "lines",
                 limit: u64::from(self.max_lines),
             });
         }
+        Ok(())
+    }
+
+    fn push_charged(
+        &mut self,
+        level: LogLevel,
+        source: LogSource,
+        message: &[u8],
+    ) -> Result<(), LogLimitExceeded> {
+        self.check_line_budget()?;
         let elapsed_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -169,7 +193,9 @@ pub fn sanitize(bytes: &[u8]) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') => {
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
                 out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
             }
             c => out.push(c),
@@ -236,11 +262,17 @@ impl tokio::io::AsyncWrite for GuestStream {
         std::task::Poll::Ready(result)
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -251,9 +283,15 @@ mod tests {
 
     #[test]
     fn sanitize_escapes_forgery_attempts() {
-        assert_eq!(sanitize(b"ok\n{\"level\":\"error\"}"), "ok\\n{\"level\":\"error\"}");
+        assert_eq!(
+            sanitize(b"ok\n{\"level\":\"error\"}"),
+            "ok\\n{\"level\":\"error\"}"
+        );
         assert_eq!(sanitize(b"\x1b[31mred"), "\\u{1b}[31mred");
-        assert_eq!(sanitize("a\u{2028}b\u{202e}c".as_bytes()), "a\\u{2028}b\\u{202e}c");
+        assert_eq!(
+            sanitize("a\u{2028}b\u{202e}c".as_bytes()),
+            "a\\u{2028}b\\u{202e}c"
+        );
         assert_eq!(sanitize(b"bad \xff utf8"), "bad \u{fffd} utf8");
         assert_eq!(sanitize(b"back\\slash"), "back\\\\slash");
     }
@@ -264,10 +302,19 @@ mod tests {
         assert!(capture.log(LogLevel::Info, "12345").is_ok());
         assert_eq!(
             capture.log(LogLevel::Info, "123456"),
-            Err(LogLimitExceeded { what: "bytes", limit: 10 })
+            Err(LogLimitExceeded {
+                what: "bytes",
+                limit: 10
+            })
         );
         assert!(capture.log(LogLevel::Info, "1").is_ok());
-        assert_eq!(capture.log(LogLevel::Info, "2"), Err(LogLimitExceeded { what: "lines", limit: 2 }));
+        assert_eq!(
+            capture.log(LogLevel::Info, "2"),
+            Err(LogLimitExceeded {
+                what: "lines",
+                limit: 2
+            })
+        );
         let (entries, bytes, lines) = capture.finish();
         assert_eq!((entries.len(), bytes, lines), (2, 6, 2));
     }
@@ -275,9 +322,20 @@ mod tests {
     #[test]
     fn streams_split_into_lines() {
         let capture = SharedCapture::new(Instant::now(), 100, 10);
-        assert!(capture.write_stream(LogSource::Stderr, b"panicked at x\nnote: ").is_ok());
-        assert!(capture.write_stream(LogSource::Stderr, b"backtrace").is_ok());
-        assert_eq!(capture.stderr_tail().as_deref(), Some("note: backtrace"));
+        assert!(
+            capture
+                .write_stream(LogSource::Stderr, b"panicked at x\nnote: ")
+                .is_ok()
+        );
+        assert!(
+            capture
+                .write_stream(LogSource::Stderr, b"backtrace")
+                .is_ok()
+        );
+        assert_eq!(
+            capture.stderr_tail().as_deref(),
+            Some("panicked at x / note: backtrace")
+        );
         let (entries, _, _) = capture.finish();
         let messages: Vec<_> = entries.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(messages, ["panicked at x", "note: backtrace"]);

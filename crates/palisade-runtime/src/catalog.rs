@@ -69,11 +69,15 @@ impl Catalog {
                 version: v1.version.clone(),
             })
             .collect();
-        imports.extend(WASI_STD.iter().map(|(package, interface)| AllowedInterface {
-            package,
-            interface,
-            version: WASI_VERSION,
-        }));
+        imports.extend(
+            WASI_STD
+                .iter()
+                .map(|(package, interface)| AllowedInterface {
+                    package,
+                    interface,
+                    version: WASI_VERSION,
+                }),
+        );
         Self {
             entries: vec![CatalogEntry { api: v1, imports }],
         }
@@ -96,7 +100,10 @@ impl Catalog {
                 let served: Vec<String> = self.entries.iter().map(|e| e.api.to_string()).collect();
                 InvocationError::new(
                     ErrorKind::InvalidManifest,
-                    format!("API package {api} is not served by this host (served: {})", served.join(", ")),
+                    format!(
+                        "API package {api} is not served by this host (served: {})",
+                        served.join(", ")
+                    ),
                 )
             })
     }
@@ -148,7 +155,9 @@ impl CatalogEntry {
             return false;
         };
         self.imports.iter().any(|allowed| {
-            allowed.package == package && allowed.interface == interface && compatible(&version, &allowed.version)
+            allowed.package == package
+                && allowed.interface == interface
+                && compatible(&version, &allowed.version)
         })
     }
 }
@@ -200,7 +209,10 @@ mod tests {
     fn unknown_api_versions_are_invalid_manifests() {
         let catalog = Catalog::builtin();
         let api = ApiPackage::parse("palisade:extension@2.0.0").unwrap();
-        assert_eq!(catalog.entry(&api).unwrap_err().kind, ErrorKind::InvalidManifest);
+        assert_eq!(
+            catalog.entry(&api).unwrap_err().kind,
+            ErrorKind::InvalidManifest
+        );
         assert!(catalog.entry(&ApiPackage::extension_v1()).is_ok());
     }
 }

@@ -46,7 +46,11 @@ impl WasiView for HostState {
 impl v1::palisade::extension::types::Host for HostState {}
 
 impl v1::palisade::extension::log::Host for HostState {
-    fn write(&mut self, level: v1::palisade::extension::log::Level, message: String) -> wasmtime::Result<()> {
+    fn write(
+        &mut self,
+        level: v1::palisade::extension::log::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
         use v1::palisade::extension::log::Level;
         let level = match level {
             Level::Debug => LogLevel::Debug,
@@ -54,7 +58,9 @@ impl v1::palisade::extension::log::Host for HostState {
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
-        self.capture.log(level, &message).map_err(wasmtime::Error::new)
+        self.capture
+            .log(level, &message)
+            .map_err(wasmtime::Error::new)
     }
 }
 
@@ -66,7 +72,9 @@ impl v1::palisade::extension::config::Host for HostState {
 
 /// The guest asked for more linear memory than its limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("memory limit exceeded: the guest asked for {requested} bytes of linear memory, the limit is {limit}")]
+#[error(
+    "memory limit exceeded: the guest asked for {requested} bytes of linear memory, the limit is {limit}"
+)]
 pub struct MemoryLimitExceeded {
     pub requested: u64,
     pub limit: u64,
@@ -74,7 +82,9 @@ pub struct MemoryLimitExceeded {
 
 /// The guest asked for more table elements than allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("table limit exceeded: the guest asked for {requested} table elements, the limit is {limit}")]
+#[error(
+    "table limit exceeded: the guest asked for {requested} table elements, the limit is {limit}"
+)]
 pub struct TableLimitExceeded {
     pub requested: usize,
     pub limit: usize,
@@ -105,7 +115,12 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let growth = desired.saturating_sub(current) as u64;
         let total = self.current_bytes.saturating_add(growth);
         if total > self.limit_bytes {
@@ -119,7 +134,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_table_elements {
             return Err(wasmtime::Error::new(TableLimitExceeded {
                 requested: desired,

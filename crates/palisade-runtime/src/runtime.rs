@@ -12,7 +12,10 @@ use palisade_model::{
 };
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::cache::{CacheSource, ComponentCache};
@@ -166,7 +169,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -197,25 +202,35 @@ impl Runtime {
         let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
-        v1::Extension::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        v1::Extension::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
             let stop = Arc::clone(&stop);
             let tick = config.epoch_tick;
-            std::thread::Builder::new().name("palisade-epoch".into()).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    engine.increment_epoch();
-                }
-            })?;
+            std::thread::Builder::new()
+                .name("palisade-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })?;
         }
 
         Ok(Self {
-            cache: ComponentCache::new(&engine, config.cache_memory_bytes, config.cache_dir.clone()),
+            cache: ComponentCache::new(
+                &engine,
+                config.cache_memory_bytes,
+                config.cache_dir.clone(),
+            ),
             catalog: Catalog::builtin(),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent as usize)),
             engine,
@@ -257,8 +272,14 @@ impl Runtime {
         let (component, cache_source) = self
             .cache
             .get_or_compile(&self.engine, digest, wasm)
-            .map_err(|e| InvocationError::new(ErrorKind::InvalidComponent, format!("not a valid component: {e}")))?;
-        self.catalog.check_imports(entry, &self.engine, &component)?;
+            .map_err(|e| {
+                InvocationError::new(
+                    ErrorKind::InvalidComponent,
+                    format!("not a valid component: {e}"),
+                )
+            })?;
+        self.catalog
+            .check_imports(entry, &self.engine, &component)?;
         let pre = self.pre_link(&component)?;
         Ok(Extension {
             inner: Arc::new(ExtensionInner {
@@ -278,7 +299,10 @@ impl Runtime {
         })
     }
 
-    fn pre_link(&self, component: &Component) -> Result<v1::ExtensionPre<HostState>, InvocationError> {
+    fn pre_link(
+        &self,
+        component: &Component,
+    ) -> Result<v1::ExtensionPre<HostState>, InvocationError> {
         let invalid = |e: wasmtime::Error| {
             InvocationError::new(
                 ErrorKind::InvalidComponent,
@@ -291,18 +315,28 @@ impl Runtime {
 
     /// Runs one invocation under `limits` in a fresh instance. Never panics and never hangs:
     /// every failure comes back as a typed error in the outcome.
-    pub async fn invoke(&self, extension: &Extension, request: Request, limits: &Limits) -> Outcome {
+    pub async fn invoke(
+        &self,
+        extension: &Extension,
+        request: Request,
+        limits: &Limits,
+    ) -> Outcome {
         let started = Instant::now();
         let input_bytes = request.body.len() as u64;
         if input_bytes > limits.input_bytes {
             let mut outcome = Outcome::rejected(InvocationError::new(
                 ErrorKind::InputTooLarge,
-                format!("the input is {input_bytes} bytes; the limit is {}", limits.input_bytes),
+                format!(
+                    "the input is {input_bytes} bytes; the limit is {}",
+                    limits.input_bytes
+                ),
             ));
             outcome.usage.input_bytes = input_bytes;
             return outcome;
         }
-        let Ok(Ok(_permit)) = tokio::time::timeout(limits.wall_time, Arc::clone(&self.slots).acquire_owned()).await else {
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout(limits.wall_time, Arc::clone(&self.slots).acquire_owned()).await
+        else {
             return Outcome::rejected(InvocationError::new(
                 ErrorKind::Overloaded,
                 format!(
@@ -329,7 +363,10 @@ impl Runtime {
         if self.config.fuel_metering
             && let Err(error) = store.set_fuel(limits.fuel)
         {
-            return Outcome::rejected(InvocationError::new(ErrorKind::Internal, format!("{error:#}")));
+            return Outcome::rejected(InvocationError::new(
+                ErrorKind::Internal,
+                format!("{error:#}"),
+            ));
         }
         let deadline = started + limits.wall_time;
         store.set_epoch_deadline(1);
@@ -351,31 +388,35 @@ impl Runtime {
             let instance = extension.inner.pre.instantiate_async(&mut store).await?;
             instance.call_handle(&mut store, &guest_request).await
         };
-        let result = match tokio::time::timeout(limits.wall_time + self.config.deadline_grace, run).await {
-            Err(_elapsed) => Err(InvocationError::new(
-                ErrorKind::Timeout,
-                format!("the invocation did not finish within its {:?} deadline", limits.wall_time),
-            )),
-            Ok(Err(error)) => Err(classify(&error, &capture, limits)),
-            Ok(Ok(Err(guest_error))) => Err(guest_error_of(guest_error)),
-            Ok(Ok(Ok(response))) => {
-                if response.body.len() as u64 > limits.output_bytes {
-                    Err(InvocationError::new(
-                        ErrorKind::OutputTooLarge,
-                        format!(
-                            "the output is {} bytes; the limit is {}",
-                            response.body.len(),
-                            limits.output_bytes
-                        ),
-                    ))
-                } else {
-                    Ok(Output {
-                        body: response.body,
-                        content_type: response.content_type,
-                    })
+        let result =
+            match tokio::time::timeout(limits.wall_time + self.config.deadline_grace, run).await {
+                Err(_elapsed) => Err(InvocationError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the invocation did not finish within its {:?} deadline",
+                        limits.wall_time
+                    ),
+                )),
+                Ok(Err(error)) => Err(classify(&error, &capture, limits)),
+                Ok(Ok(Err(guest_error))) => Err(guest_error_of(guest_error)),
+                Ok(Ok(Ok(response))) => {
+                    if response.body.len() as u64 > limits.output_bytes {
+                        Err(InvocationError::new(
+                            ErrorKind::OutputTooLarge,
+                            format!(
+                                "the output is {} bytes; the limit is {}",
+                                response.body.len(),
+                                limits.output_bytes
+                            ),
+                        ))
+                    } else {
+                        Ok(Output {
+                            body: response.body,
+                            content_type: response.content_type,
+                        })
+                    }
                 }
-            }
-        };
+            };
 
         let fuel_consumed = if self.config.fuel_metering {
             limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
@@ -408,7 +449,10 @@ fn guest_error_of(error: v1::palisade::extension::types::ExtensionError) -> Invo
         ExtensionError::InvalidInput(message) => format!("invalid input: {message}"),
         ExtensionError::Failed(message) => format!("failed: {message}"),
     };
-    InvocationError::new(ErrorKind::GuestError, crate::capture::sanitize(message.as_bytes()))
+    InvocationError::new(
+        ErrorKind::GuestError,
+        crate::capture::sanitize(message.as_bytes()),
+    )
 }
 
 /// Maps a wasmtime error to the documented error kinds. Our own limit errors are checked
@@ -424,7 +468,10 @@ fn classify(error: &wasmtime::Error, capture: &SharedCapture, limits: &Limits) -
         return InvocationError::new(ErrorKind::LogLimit, exceeded.to_string());
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return InvocationError::new(ErrorKind::Trap, format!("the guest called exit({})", exit.0));
+        return InvocationError::new(
+            ErrorKind::Trap,
+            format!("the guest called exit({})", exit.0),
+        );
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => InvocationError::new(
@@ -435,9 +482,12 @@ fn classify(error: &wasmtime::Error, capture: &SharedCapture, limits: &Limits) -
             ErrorKind::Timeout,
             format!("the guest ran past its {:?} deadline", limits.wall_time),
         ),
-        Some(Trap::StackOverflow) => InvocationError::new(ErrorKind::StackOverflow, "the guest's call stack overflowed"),
+        Some(Trap::StackOverflow) => InvocationError::new(
+            ErrorKind::StackOverflow,
+            "the guest's call stack overflowed",
+        ),
         Some(trap) => {
-            let mut message = format!("wasm trap: {trap}");
+            let mut message = trap.to_string();
             if let Some(stderr) = capture.stderr_tail() {
                 message.push_str(&format!(" (guest stderr: {stderr})"));
             }

@@ -2,6 +2,12 @@
 //! fixture compiled from `guests/fixtures`, and each test asserts the exact error kind, that
 //! the attack stayed bounded in time, and that the same runtime then serves a normal call.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test and benchmark setup: a failure should stop the run loudly"
+)]
+
 use std::time::{Duration, Instant};
 
 use palisade_model::{ErrorKind, Limits, Manifest, Outcome};
@@ -22,7 +28,9 @@ fn runtime(pooling: bool) -> Runtime {
 
 fn load(runtime: &Runtime, fixture: &str) -> (Manifest, Extension) {
     let (manifest, wasm) = guest(fixture);
-    let extension = runtime.load(&manifest, &wasm).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    let extension = runtime
+        .load(&manifest, &wasm)
+        .unwrap_or_else(|e| panic!("{fixture}: {e}"));
     (manifest, extension)
 }
 
@@ -34,7 +42,12 @@ fn text(body: &str) -> Request {
     }
 }
 
-async fn invoke(runtime: &Runtime, extension: &Extension, request: Request, limits: &Limits) -> (Outcome, Duration) {
+async fn invoke(
+    runtime: &Runtime,
+    extension: &Extension,
+    request: Request,
+    limits: &Limits,
+) -> (Outcome, Duration) {
     let started = Instant::now();
     let outcome = runtime.invoke(extension, request, limits).await;
     (outcome, started.elapsed())
@@ -48,17 +61,27 @@ fn kind(outcome: &Outcome) -> Option<ErrorKind> {
 async fn assert_still_serves(runtime: &Runtime) {
     let (_, echo) = load(runtime, "fixtures/echo");
     let (outcome, _) = invoke(runtime, &echo, text("still alive"), &echo.limits()).await;
-    let output = outcome.result.unwrap_or_else(|e| panic!("the runtime no longer serves: {e}"));
+    let output = outcome
+        .result
+        .unwrap_or_else(|e| panic!("the runtime no longer serves: {e}"));
     assert_eq!(output.body, b"still alive");
 }
 
-async fn assert_attack_contained(fixture: &str, limits: Option<Limits>, expected: ErrorKind) -> Outcome {
+async fn assert_attack_contained(
+    fixture: &str,
+    limits: Option<Limits>,
+    expected: ErrorKind,
+) -> Outcome {
     for pooling in [true, false] {
         let runtime = runtime(pooling);
         let (_, extension) = load(&runtime, fixture);
         let limits = limits.unwrap_or_else(|| extension.limits());
         let (outcome, elapsed) = invoke(&runtime, &extension, text("attack"), &limits).await;
-        assert_eq!(kind(&outcome), Some(expected), "{fixture} (pooling: {pooling}): {outcome:?}");
+        assert_eq!(
+            kind(&outcome),
+            Some(expected),
+            "{fixture} (pooling: {pooling}): {outcome:?}"
+        );
         assert!(elapsed < BOUNDED, "{fixture} took {elapsed:?}");
         assert_still_serves(&runtime).await;
         if pooling {
@@ -71,9 +94,13 @@ async fn assert_attack_contained(fixture: &str, limits: Option<Limits>, expected
 
 #[tokio::test]
 async fn infinite_loop_exhausts_fuel() {
-    let outcome = assert_attack_contained("fixtures/infinite-loop", None, ErrorKind::FuelExhausted).await;
+    let outcome =
+        assert_attack_contained("fixtures/infinite-loop", None, ErrorKind::FuelExhausted).await;
     let (manifest, _) = guest("fixtures/infinite-loop");
-    assert_eq!(Some(outcome.usage.fuel_consumed), manifest.limits.get_ref().fuel);
+    assert_eq!(
+        Some(outcome.usage.fuel_consumed),
+        manifest.limits.get_ref().fuel
+    );
 }
 
 #[tokio::test]
@@ -83,7 +110,8 @@ async fn infinite_loop_hits_the_deadline_when_fuel_is_plentiful() {
         wall_time: Duration::from_millis(200),
         ..Limits::DEFAULT
     };
-    let outcome = assert_attack_contained("fixtures/infinite-loop", Some(limits), ErrorKind::Timeout).await;
+    let outcome =
+        assert_attack_contained("fixtures/infinite-loop", Some(limits), ErrorKind::Timeout).await;
     assert!(outcome.usage.wall_time_us >= 200_000, "{:?}", outcome.usage);
 }
 
@@ -107,11 +135,20 @@ async fn deadline_holds_without_fuel_metering() {
 
 #[tokio::test]
 async fn memory_bomb_hits_the_memory_limit() {
-    let outcome = assert_attack_contained("fixtures/memory-bomb", None, ErrorKind::MemoryLimit).await;
+    let outcome =
+        assert_attack_contained("fixtures/memory-bomb", None, ErrorKind::MemoryLimit).await;
     let (manifest, _) = guest("fixtures/memory-bomb");
     let limit = manifest.limits.get_ref().memory.map(|m| m.bytes()).unwrap();
-    assert!(outcome.usage.peak_memory_bytes <= limit, "{:?}", outcome.usage);
-    assert!(outcome.usage.peak_memory_bytes > limit / 2, "{:?}", outcome.usage);
+    assert!(
+        outcome.usage.peak_memory_bytes <= limit,
+        "{:?}",
+        outcome.usage
+    );
+    assert!(
+        outcome.usage.peak_memory_bytes > limit / 2,
+        "{:?}",
+        outcome.usage
+    );
 }
 
 #[tokio::test]
@@ -121,7 +158,8 @@ async fn deep_recursion_overflows_the_stack() {
 
 #[tokio::test]
 async fn huge_output_is_refused() {
-    let outcome = assert_attack_contained("fixtures/huge-output", None, ErrorKind::OutputTooLarge).await;
+    let outcome =
+        assert_attack_contained("fixtures/huge-output", None, ErrorKind::OutputTooLarge).await;
     assert_eq!(outcome.usage.output_bytes, 0);
 }
 
@@ -129,7 +167,11 @@ async fn huge_output_is_refused() {
 async fn log_flood_hits_the_log_limit() {
     let outcome = assert_attack_contained("fixtures/log-flood", None, ErrorKind::LogLimit).await;
     let (manifest, _) = guest("fixtures/log-flood");
-    let limits = Limits::resolve(manifest.limits.get_ref(), &Limits::DEFAULT, &Limits::CEILING);
+    let limits = Limits::resolve(
+        manifest.limits.get_ref(),
+        &Limits::DEFAULT,
+        &Limits::CEILING,
+    );
     assert!(outcome.usage.log_bytes <= limits.log_bytes);
     assert!(outcome.usage.log_lines <= limits.log_lines);
     assert!(!outcome.logs.is_empty(), "logs up to the limit are kept");
@@ -144,8 +186,15 @@ async fn panics_are_traps_with_the_panic_message() {
 
 #[tokio::test]
 async fn guest_errors_are_reported_as_guest_error() {
-    let outcome = assert_attack_contained("fixtures/guest-error", None, ErrorKind::GuestError).await;
-    assert!(outcome.result.unwrap_err().message.contains("fixture refuses"));
+    let outcome =
+        assert_attack_contained("fixtures/guest-error", None, ErrorKind::GuestError).await;
+    assert!(
+        outcome
+            .result
+            .unwrap_err()
+            .message
+            .contains("fixture refuses")
+    );
 }
 
 #[tokio::test]
@@ -160,7 +209,10 @@ async fn oversized_input_is_refused_before_the_guest_runs() {
     assert_eq!(kind(&outcome), Some(ErrorKind::InputTooLarge));
     assert_eq!(outcome.usage.fuel_consumed, 0, "the guest never ran");
     let (outcome, _) = invoke(&runtime, &echo, text(&"x".repeat(1024)), &limits).await;
-    assert!(outcome.result.is_ok(), "exactly at the limit is allowed: {outcome:?}");
+    assert!(
+        outcome.result.is_ok(),
+        "exactly at the limit is allowed: {outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +221,11 @@ async fn every_invocation_gets_a_fresh_instance() {
     let (_, counter) = load(&runtime, "fixtures/counter");
     for _ in 0..5 {
         let (outcome, _) = invoke(&runtime, &counter, text(""), &counter.limits()).await;
-        assert_eq!(outcome.result.unwrap().body, b"1", "state leaked between invocations");
+        assert_eq!(
+            outcome.result.unwrap().body,
+            b"1",
+            "state leaked between invocations"
+        );
     }
 }
 
@@ -179,7 +235,11 @@ async fn imports_outside_the_catalog_are_refused_by_name() {
     let (manifest, wasm) = guest("fixtures/forbidden-import");
     let error = runtime.load(&manifest, &wasm).unwrap_err();
     assert_eq!(error.kind, ErrorKind::ImportNotAllowed);
-    assert!(error.message.contains("evil:backdoor/shell@0.1.0"), "{}", error.message);
+    assert!(
+        error.message.contains("evil:backdoor/shell@0.1.0"),
+        "{}",
+        error.message
+    );
     assert_still_serves(&runtime).await;
 }
 
@@ -187,13 +247,19 @@ async fn imports_outside_the_catalog_are_refused_by_name() {
 async fn garbage_and_mismatched_components_are_invalid() {
     let runtime = runtime(true);
     let (manifest, wasm) = guest("fixtures/echo");
-    let error = runtime.load(&manifest, b"\0asm garbage \xff\xfe not a component").unwrap_err();
+    let error = runtime
+        .load(&manifest, b"\0asm garbage \xff\xfe not a component")
+        .unwrap_err();
     assert_eq!(error.kind, ErrorKind::InvalidComponent);
     let mut pinned = manifest.clone();
     pinned.component.sha256 = Some(palisade_model::manifest::Sha256Digest([7; 32]));
     let error = runtime.load(&pinned, &wasm).unwrap_err();
     assert_eq!(error.kind, ErrorKind::InvalidComponent);
-    assert!(error.message.contains("component.sha256"), "{}", error.message);
+    assert!(
+        error.message.contains("component.sha256"),
+        "{}",
+        error.message
+    );
     // A core module is not a component of the extension world either.
     let error = runtime.load(&manifest, b"\0asm\x01\0\0\0").unwrap_err();
     assert_eq!(error.kind, ErrorKind::InvalidComponent);
@@ -221,11 +287,13 @@ async fn echo_round_trips_bytes_and_usage_is_reported() {
 
 #[tokio::test]
 async fn concurrent_invocations_share_one_engine_safely() {
-    let runtime = std::sync::Arc::new(Runtime::new(RuntimeConfig {
-        max_concurrent: 2,
-        ..Default::default()
-    })
-    .unwrap());
+    let runtime = std::sync::Arc::new(
+        Runtime::new(RuntimeConfig {
+            max_concurrent: 2,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
     let (_, counter) = load(&runtime, "fixtures/counter");
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -249,8 +317,14 @@ async fn compiled_components_are_cached_in_memory_and_on_disk() {
     };
     let (manifest, wasm) = guest("fixtures/echo");
     let first = Runtime::new(config.clone()).unwrap();
-    assert_eq!(first.load(&manifest, &wasm).unwrap().cache_source(), CacheSource::Compiled);
-    assert_eq!(first.load(&manifest, &wasm).unwrap().cache_source(), CacheSource::Memory);
+    assert_eq!(
+        first.load(&manifest, &wasm).unwrap().cache_source(),
+        CacheSource::Compiled
+    );
+    assert_eq!(
+        first.load(&manifest, &wasm).unwrap().cache_source(),
+        CacheSource::Memory
+    );
 
     let second = Runtime::new(config.clone()).unwrap();
     let extension = second.load(&manifest, &wasm).unwrap();
@@ -288,7 +362,10 @@ async fn memory_cache_evicts_least_recently_used_within_its_budget() {
     let echo_digest = runtime.load(&echo_manifest, &echo).unwrap().digest();
     let counter_digest = runtime.load(&counter_manifest, &counter).unwrap().digest();
     // Touch echo so counter becomes the least recently used.
-    assert_eq!(runtime.load(&echo_manifest, &echo).unwrap().cache_source(), CacheSource::Memory);
+    assert_eq!(
+        runtime.load(&echo_manifest, &echo).unwrap().cache_source(),
+        CacheSource::Memory
+    );
     let panic_digest = runtime.load(&panic_manifest, &panic).unwrap().digest();
     assert_eq!(runtime.cache().resident(), vec![echo_digest, panic_digest]);
     assert!(!runtime.cache().resident().contains(&counter_digest));
@@ -299,6 +376,9 @@ async fn memory_cache_evicts_least_recently_used_within_its_budget() {
     })
     .unwrap();
     disabled.load(&echo_manifest, &echo).unwrap();
-    assert_eq!(disabled.load(&echo_manifest, &echo).unwrap().cache_source(), CacheSource::Compiled);
+    assert_eq!(
+        disabled.load(&echo_manifest, &echo).unwrap().cache_source(),
+        CacheSource::Compiled
+    );
     assert!(disabled.cache().resident().is_empty());
 }

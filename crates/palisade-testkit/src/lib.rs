@@ -35,7 +35,14 @@ pub fn build_guests() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let output = Command::new(cargo)
             .current_dir(&guests)
-            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(guests.join("target"))
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
@@ -66,7 +73,8 @@ pub fn guest(relative: &str) -> (Manifest, Vec<u8>) {
     let dir = guest_dir(relative);
     let text = std::fs::read_to_string(dir.join("palisade.toml"))
         .unwrap_or_else(|e| panic!("reading {relative}/palisade.toml: {e}"));
-    let manifest = Manifest::parse(&text).unwrap_or_else(|e| panic!("{relative}/palisade.toml: {e}"));
+    let manifest =
+        Manifest::parse(&text).unwrap_or_else(|e| panic!("{relative}/palisade.toml: {e}"));
     let wasm = std::fs::read(dir.join(&manifest.component.path))
         .unwrap_or_else(|e| panic!("reading the component of {relative}: {e}"));
     (manifest, wasm)

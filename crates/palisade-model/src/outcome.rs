@@ -37,6 +37,11 @@ pub enum ErrorKind {
     InvalidManifest,
     /// No capacity right now; retry later.
     Overloaded,
+    /// The worker process running the invocation died (out of memory, killed by seccomp,
+    /// crashed, or broke the IPC protocol). The message names the reason.
+    WorkerCrashed,
+    /// The host cannot apply an isolation layer and strict mode refuses to run guests.
+    IsolationUnavailable,
     /// A fault in Palisade itself, not in the extension or the input.
     Internal,
 }
@@ -57,7 +62,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorKind {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::FuelExhausted,
         Self::Timeout,
         Self::MemoryLimit,
@@ -71,6 +76,8 @@ impl ErrorKind {
         Self::InvalidComponent,
         Self::InvalidManifest,
         Self::Overloaded,
+        Self::WorkerCrashed,
+        Self::IsolationUnavailable,
         Self::Internal,
     ];
 
@@ -89,6 +96,8 @@ impl ErrorKind {
             Self::InvalidComponent => "invalid_component",
             Self::InvalidManifest => "invalid_manifest",
             Self::Overloaded => "overloaded",
+            Self::WorkerCrashed => "worker_crashed",
+            Self::IsolationUnavailable => "isolation_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -102,13 +111,14 @@ impl ErrorKind {
             | Self::Trap
             | Self::OutputTooLarge
             | Self::LogLimit
-            | Self::GuestError => ErrorClass::Extension,
+            | Self::GuestError
+            | Self::WorkerCrashed => ErrorClass::Extension,
             Self::ImportNotAllowed | Self::InvalidComponent | Self::InvalidManifest => {
                 ErrorClass::Load
             }
             Self::InputTooLarge => ErrorClass::Input,
             Self::Overloaded => ErrorClass::Capacity,
-            Self::Internal => ErrorClass::Internal,
+            Self::IsolationUnavailable | Self::Internal => ErrorClass::Internal,
         }
     }
 }
@@ -184,18 +194,42 @@ pub struct Usage {
 }
 
 /// A response body and its media type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
     pub body: Vec<u8>,
     pub content_type: String,
 }
 
+/// How the invocation was isolated below the wasm sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// `jailed`: a confined worker process with every layer; `degraded`: a worker with the
+    /// layers in `missing` not applied (only when explicitly allowed); `in_process`: no worker
+    /// at all (`--no-jail`, for debugging).
+    pub mode: IsolationMode,
+    /// Layers that could not be applied.
+    /// (Always present: the IPC encoding is not self-describing, so no field is skipped.)
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationMode {
+    Jailed,
+    Degraded,
+    #[default]
+    InProcess,
+}
+
 /// Everything one invocation produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub result: Result<Output, InvocationError>,
     pub usage: Usage,
     pub logs: Vec<LogEntry>,
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 impl Outcome {
@@ -205,6 +239,7 @@ impl Outcome {
             result: Err(error),
             usage: Usage::default(),
             logs: Vec::new(),
+            isolation: Isolation::default(),
         }
     }
 
@@ -270,6 +305,7 @@ mod tests {
             }),
             usage: Usage::default(),
             logs: Vec::new(),
+            isolation: Isolation::default(),
         };
         let json = outcome.to_json();
         assert_eq!(json["outcome"], "ok");

@@ -439,6 +439,7 @@ impl Runtime {
                 log_lines,
             },
             logs,
+            isolation: palisade_model::Isolation::default(),
         }
     }
 }

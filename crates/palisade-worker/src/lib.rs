@@ -1,0 +1,15 @@
+//! Per-tenant worker processes: the supervisor ⇄ worker protocol, the worker's serve loop
+//! (which runs the wasm runtime) and the supervisor's pool (start, evict, deadline, crash).
+//!
+//! Guest code never runs in the supervisor. Each tenant's invocations run in that tenant's
+//! worker process, started through a [`launch::Launcher`]: confined by the jail in production,
+//! a plain child process only when isolation is switched off for debugging.
+
+pub mod launch;
+pub mod protocol;
+pub mod supervisor;
+pub mod worker;
+
+pub use launch::{Launcher, PlainLauncher, WorkerCommand};
+pub use supervisor::{ExtensionSource, PoolSnapshot, Supervisor, SupervisorConfig};
+pub use worker::{WorkerOptions, worker_main};

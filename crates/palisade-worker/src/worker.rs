@@ -1,0 +1,148 @@
+//! The worker side: one process per tenant, serving `Load` and `Invoke` frames from the
+//! supervisor on its standard input (a Unix socket) with a wasm runtime of its own.
+//!
+//! The worker trusts the supervisor, but not the guests it runs: a guest that breaks a limit
+//! gets a typed error, and a guest that breaks the process (a wasmtime bug, an OOM kill) only
+//! takes this tenant's worker down.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use palisade_model::{ErrorKind, InvocationError, Manifest};
+use palisade_runtime::{Extension, Request, Runtime, RuntimeConfig};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::protocol::{FrameError, FromWorker, ToWorker, read_frame, write_frame};
+
+/// How the worker sets itself up.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Invocations this worker runs at once.
+    pub concurrency: u32,
+    /// Largest linear memory of any one instance (sizes the pool).
+    pub max_memory_bytes: u64,
+    /// Called once the engine exists and before any guest code is loaded: the jailed worker
+    /// installs its second, stricter seccomp stage here.
+    pub after_engine_ready: Option<fn() -> Result<(), String>>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            max_memory_bytes: 256 << 20,
+            after_engine_ready: None,
+        }
+    }
+}
+
+/// Why the worker stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("standard input is not a usable socket: {0}")]
+    Socket(std::io::Error),
+    #[error("the wasm runtime could not start: {0}")]
+    Runtime(#[from] palisade_runtime::RuntimeError),
+    #[error("the sandbox could not be completed: {0}")]
+    Sandbox(String),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Serves the supervisor on standard input until it says `Shutdown` or hangs up.
+pub fn worker_main(options: WorkerOptions) -> Result<(), WorkerError> {
+    // A copy of fd 0 as an owned socket: safe code, and the worker's stdio stays unused.
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(WorkerError::Socket)?;
+    let socket = std::os::unix::net::UnixStream::from(fd);
+    socket.set_nonblocking(true).map_err(WorkerError::Socket)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(WorkerError::Socket)?;
+    runtime.block_on(async move {
+        let socket = tokio::net::UnixStream::from_std(socket).map_err(WorkerError::Socket)?;
+        serve(socket, options).await
+    })
+}
+
+async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result<(), WorkerError> {
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        max_concurrent: options.concurrency,
+        max_memory_bytes: options.max_memory_bytes,
+        ..Default::default()
+    })?);
+    if let Some(install) = options.after_engine_ready {
+        install().map_err(WorkerError::Sandbox)?;
+    }
+    let (mut reader, writer) = socket.into_split();
+    let (replies, mut outbox) = mpsc::channel::<FromWorker>(64);
+    let writer_task = tokio::spawn(async move {
+        let mut writer = writer;
+        while let Some(message) = outbox.recv().await {
+            write_frame(&mut writer, &message).await?;
+        }
+        Ok::<_, FrameError>(())
+    });
+    let _ = replies.send(FromWorker::Ready { pid: std::process::id() }).await;
+
+    // Only this loop touches the map, so it needs no lock.
+    let mut extensions: HashMap<u64, Extension> = HashMap::new();
+    let slots = Arc::new(Semaphore::new(options.concurrency as usize));
+    loop {
+        let message = match read_frame::<ToWorker>(&mut reader).await {
+            Ok(message) => message,
+            Err(FrameError::Closed) => break,
+            Err(error) => return Err(error.into()),
+        };
+        match message {
+            ToWorker::Load { extension, manifest, wasm } => {
+                let result = Manifest::parse(&manifest)
+                    .map_err(|e| InvocationError::new(ErrorKind::InvalidManifest, e.to_string()))
+                    .and_then(|manifest| runtime.load(&manifest, &wasm));
+                let result = result.map(|loaded| {
+                    extensions.insert(extension, loaded);
+                });
+                let _ = replies.send(FromWorker::Loaded { extension, result }).await;
+            }
+            ToWorker::Invoke {
+                invocation,
+                extension,
+                request,
+                limits,
+            } => {
+                let Some(loaded) = extensions.get(&extension).cloned() else {
+                    let outcome = palisade_model::Outcome::rejected(InvocationError::new(
+                        ErrorKind::Internal,
+                        format!("extension {extension} was not loaded in this worker"),
+                    ));
+                    let _ = replies.send(FromWorker::Done { invocation, outcome }).await;
+                    continue;
+                };
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                    break;
+                };
+                let runtime = Arc::clone(&runtime);
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let request = Request {
+                        body: request.body,
+                        content_type: request.content_type,
+                        metadata: request.metadata,
+                    };
+                    let outcome = runtime.invoke(&loaded, request, &limits).await;
+                    drop(permit);
+                    let _ = replies.send(FromWorker::Done { invocation, outcome }).await;
+                });
+            }
+            ToWorker::Shutdown => break,
+        }
+    }
+    // Let in-flight invocations finish, then flush their replies.
+    let _ = slots.acquire_many(options.concurrency).await;
+    drop(replies);
+    writer_task
+        .await
+        .map_err(|e| WorkerError::Sandbox(format!("writer task failed: {e}")))??;
+    Ok(())
+}

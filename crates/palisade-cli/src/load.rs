@@ -13,6 +13,8 @@ pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 /// An extension as found on disk.
 #[derive(Debug)]
 pub struct LocalExtension {
+    /// The manifest's text, as workers re-read it.
+    pub text: String,
     pub manifest: Manifest,
     pub wasm: Vec<u8>,
 }
@@ -22,6 +24,13 @@ pub fn manifest_path(path: &Path) -> PathBuf {
         path.join("palisade.toml")
     } else {
         path.to_owned()
+    }
+}
+
+impl LocalExtension {
+    /// The SHA-256 of the component bytes.
+    pub fn digest(&self) -> palisade_model::manifest::Sha256Digest {
+        palisade_worker::ExtensionSource::new(String::new(), self.wasm.clone()).digest
     }
 }
 
@@ -62,7 +71,11 @@ pub fn load(path: &Path) -> Result<LocalExtension, InvocationError> {
             ),
         )
     })?;
-    Ok(LocalExtension { manifest, wasm })
+    Ok(LocalExtension {
+        text,
+        manifest,
+        wasm,
+    })
 }
 
 /// Reads at most `max` bytes; a longer file is an error, not a truncation.

@@ -1,8 +1,11 @@
 //! `palisade`: the command-line entry point. Thin glue over the library crates; `anyhow` stops
 //! here.
 
+mod doctor;
+mod executor;
 mod exit;
 mod load;
+mod policy_cmd;
 mod run;
 mod scaffold;
 mod test_vectors;
@@ -28,6 +31,20 @@ enum Command {
     Test(test_vectors::TestArgs),
     /// Scaffold a new Rust extension from the template.
     New(scaffold::NewArgs),
+    /// Validate, diff, apply, list, revert and explain policies.
+    Policy(policy_cmd::PolicyArgs),
+    /// Report which isolation layers this host supports.
+    Doctor(doctor::DoctorArgs),
+    /// The worker process (started by the supervisor, never by hand).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        /// Started by the jail: the socket is fd 3, seccomp stage 2 is installed.
+        #[arg(long)]
+        jailed: bool,
+    },
+    /// The jail launcher (started by the supervisor, never by hand).
+    #[command(name = "__jail-launcher", hide = true)]
+    JailLauncher,
 }
 
 /// Options shared by commands that execute extensions.
@@ -39,6 +56,14 @@ struct EngineArgs {
     /// Allocate instance memory on demand instead of from the pre-reserved pool.
     #[arg(long)]
     no_pooling: bool,
+    /// Run the extension inside this process, without a worker process or jail. Isolation
+    /// below the wasm sandbox is OFF: for debugging only.
+    #[arg(long)]
+    no_jail: bool,
+    /// Run even when some confinement layers cannot be applied here; every outcome lists the
+    /// missing layers. Without it, a missing layer refuses to run (strict mode).
+    #[arg(long, conflicts_with = "no_jail")]
+    allow_degraded: bool,
 }
 
 impl EngineArgs {
@@ -61,6 +86,24 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // These two must stay single-threaded until they exec or serve: no tokio runtime here.
+    match &cli.command {
+        Command::JailLauncher => palisade_jail::launcher::main(),
+        Command::Worker { jailed } => {
+            let options = palisade_worker::WorkerOptions {
+                jailed: *jailed,
+                ..Default::default()
+            };
+            return match palisade_worker::worker_main(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("palisade worker: {error}");
+                    ExitCode::from(exit::INTERNAL)
+                }
+            };
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -77,6 +120,9 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Test(args) => test_vectors::test(args).await,
             Command::New(args) => scaffold::new(&args),
+            Command::Doctor(args) => doctor::doctor(&args),
+            Command::Worker { .. } | Command::JailLauncher => Ok(exit::INTERNAL),
+            Command::Policy(args) => policy_cmd::policy(args),
         }
     });
     match result {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use palisade_model::{ErrorKind, InvocationError, Outcome};
 use palisade_runtime::Request;
 
+use crate::executor::{Executor, manifest_limits};
 use crate::{EngineArgs, exit, load};
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +25,9 @@ pub struct RunArgs {
     /// Print one JSON object instead of human-readable output.
     #[arg(long)]
     json: bool,
+    /// Hold the invocation to this policy file's limits too (the smaller of policy and manifest).
+    #[arg(long, value_name = "FILE", value_parser = crate::policy_cmd::parse_policy_limits)]
+    policy: Option<palisade_model::Limits>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -56,25 +60,17 @@ async fn invoke(args: &RunArgs) -> (Outcome, Option<serde_json::Value>) {
         Ok(local) => local,
         Err(error) => return (Outcome::rejected(error), None),
     };
-    let runtime = match args.engine.runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            return (
-                Outcome::rejected(InvocationError::new(ErrorKind::Internal, error.to_string())),
-                None,
-            );
-        }
-    };
-    let extension = match runtime.load(&local.manifest, &local.wasm) {
-        Ok(extension) => extension,
+    let executor = match Executor::new(&args.engine) {
+        Ok(executor) => executor,
         Err(error) => return (Outcome::rejected(error), None),
     };
+    let prepared = executor.prepare(&local);
     let description = serde_json::json!({
-        "name": extension.name(),
-        "version": extension.version().to_string(),
-        "sha256": extension.digest().to_hex(),
+        "name": local.manifest.extension.name.as_str(),
+        "version": local.manifest.extension.version.to_string(),
+        "sha256": local.digest().to_hex(),
     });
-    let limits = extension.limits();
+    let limits = manifest_limits(&local, args.policy);
     let body = match read_input(args.input.as_deref(), limits.input_bytes) {
         Ok(body) => body,
         Err(error) => return (Outcome::rejected(error), Some(description)),
@@ -84,10 +80,9 @@ async fn invoke(args: &RunArgs) -> (Outcome, Option<serde_json::Value>) {
         content_type: args.content_type.clone(),
         metadata: args.metadata.clone(),
     };
-    (
-        runtime.invoke(&extension, request, &limits).await,
-        Some(description),
-    )
+    let outcome = executor.invoke(&prepared, request, &limits).await;
+    executor.shutdown().await;
+    (outcome, Some(description))
 }
 
 fn read_input(path: Option<&std::path::Path>, max: u64) -> Result<Vec<u8>, InvocationError> {

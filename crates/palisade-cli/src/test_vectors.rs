@@ -6,6 +6,7 @@ use palisade_model::manifest::Expectation;
 use palisade_model::{InvocationError, Outcome};
 use palisade_runtime::Request;
 
+use crate::executor::{Executor, manifest_limits};
 use crate::{EngineArgs, exit, load};
 
 #[derive(Debug, clap::Args)]
@@ -15,6 +16,9 @@ pub struct TestArgs {
     /// Print one JSON object instead of a line per vector.
     #[arg(long)]
     json: bool,
+    /// Hold every vector to this policy file's limits too (the smaller of policy and manifest).
+    #[arg(long, value_name = "FILE", value_parser = crate::policy_cmd::parse_policy_limits)]
+    policy: Option<palisade_model::Limits>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -32,37 +36,26 @@ pub async fn test(args: TestArgs) -> anyhow::Result<u8> {
         Ok(local) => local,
         Err(error) => return report_load_failure(&args, &error),
     };
-    let runtime = args.engine.runtime()?;
-    let vectors: Vec<_> = local
-        .manifest
-        .tests
-        .iter()
-        .map(|t| t.get_ref().clone())
-        .collect();
-    let mut results = Vec::with_capacity(vectors.len());
-    match runtime.load(&local.manifest, &local.wasm) {
-        Ok(extension) => {
-            for vector in &vectors {
-                let (body, content_type) = vector.request_body();
-                let request = Request {
-                    body,
-                    content_type,
-                    metadata: vector.metadata.clone().into_iter().collect(),
-                };
-                let outcome = runtime
-                    .invoke(&extension, request, &extension.limits())
-                    .await;
-                results.push(judge(&vector.name, &vector.expectation(), &outcome));
-            }
-        }
-        // A load failure is still what some vectors expect (e.g. `import_not_allowed`).
-        Err(error) => {
-            let outcome = Outcome::rejected(error);
-            for vector in &vectors {
-                results.push(judge(&vector.name, &vector.expectation(), &outcome));
-            }
-        }
+    let executor = match Executor::new(&args.engine) {
+        Ok(executor) => executor,
+        Err(error) => return report_load_failure(&args, &error),
+    };
+    let prepared = executor.prepare(&local);
+    let limits = manifest_limits(&local, args.policy);
+    let mut results = Vec::with_capacity(local.manifest.tests.len());
+    for vector in local.manifest.tests.iter().map(|t| t.get_ref()) {
+        let (body, content_type) = vector.request_body();
+        let request = Request {
+            body,
+            content_type,
+            metadata: vector.metadata.clone().into_iter().collect(),
+        };
+        // A load failure comes back as every vector's outcome: some expect exactly that
+        // (`import_not_allowed`).
+        let outcome = executor.invoke(&prepared, request, &limits).await;
+        results.push(judge(&vector.name, &vector.expectation(), &outcome));
     }
+    executor.shutdown().await;
     let failed = results.iter().filter(|r| !r.passed).count();
     let name = local.manifest.extension.name.to_string();
     if args.json {

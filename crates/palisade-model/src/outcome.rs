@@ -245,7 +245,7 @@ impl Outcome {
 
     /// The stable JSON form:
     /// `{"outcome": "ok"|"error", "error": {"kind", "message"}, "output" | "output_base64",
-    /// "content_type", "usage": {...}, "logs": [...]}`.
+    /// "content_type", "usage": {...}, "logs": [...], "isolation": {"mode", "missing"}}`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut object = serde_json::Map::new();
         match &self.result {
@@ -277,6 +277,10 @@ impl Outcome {
         object.insert(
             "logs".into(),
             serde_json::to_value(&self.logs).unwrap_or_default(),
+        );
+        object.insert(
+            "isolation".into(),
+            serde_json::to_value(&self.isolation).unwrap_or_default(),
         );
         serde_json::Value::Object(object)
     }

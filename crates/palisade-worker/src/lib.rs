@@ -5,11 +5,13 @@
 //! worker process, started through a [`launch::Launcher`]: confined by the jail in production,
 //! a plain child process only when isolation is switched off for debugging.
 
+pub mod jailed;
 pub mod launch;
 pub mod protocol;
 pub mod supervisor;
 pub mod worker;
 
+pub use jailed::JailLauncher;
 pub use launch::{Launcher, PlainLauncher, WorkerCommand};
 pub use supervisor::{ExtensionSource, PoolSnapshot, Supervisor, SupervisorConfig};
 pub use worker::{WorkerOptions, worker_main};

@@ -82,8 +82,9 @@ pub struct PoolSnapshot {
     pub started: u64,
     pub evicted: u64,
     pub crashed: u64,
-    /// Tenants with a live worker, sorted.
+    /// Tenants with a live worker and its process id, sorted by tenant.
     pub live: Vec<String>,
+    pub pids: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +102,7 @@ struct Pool {
 
 struct Worker {
     tenant: String,
+    pid: Option<u32>,
     outbox: mpsc::Sender<Vec<u8>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
     loads: Mutex<HashMap<u64, oneshot::Sender<Result<(), InvocationError>>>>,
@@ -192,18 +194,19 @@ impl Supervisor {
 
     pub fn snapshot(&self) -> PoolSnapshot {
         let pool = lock(&self.pool);
-        let mut live: Vec<String> = pool
+        let mut live: Vec<(String, Option<u32>)> = pool
             .workers
             .values()
             .filter(|w| !w.is_dead())
-            .map(|w| w.tenant.clone())
+            .map(|w| (w.tenant.clone(), w.pid))
             .collect();
         live.sort();
         PoolSnapshot {
             started: self.stats.started.load(Ordering::Relaxed),
             evicted: self.stats.evicted.load(Ordering::Relaxed),
             crashed: self.stats.crashed.load(Ordering::Relaxed),
-            live,
+            pids: live.iter().filter_map(|(_, pid)| *pid).collect(),
+            live: live.into_iter().map(|(tenant, _)| tenant).collect(),
         }
     }
 
@@ -251,7 +254,10 @@ impl Supervisor {
             lock(&worker.pending).remove(&invocation);
             return Err(crashed(self.reason_of(&worker)));
         }
-        match tokio::time::timeout_at(deadline, answer).await {
+        // The guest's deadline counts from here: starting a worker and compiling the
+        // extension have their own timeouts.
+        let reply_deadline = Instant::now() + limits.wall_time + self.config.deadline_grace;
+        match tokio::time::timeout_at(reply_deadline, answer).await {
             Ok(Ok(outcome)) => {
                 lock(&self.pool).backoff.remove(tenant);
                 Ok(outcome)
@@ -437,6 +443,7 @@ impl Supervisor {
         });
         let worker = Arc::new(Worker {
             tenant: tenant.to_owned(),
+            pid: process.pid(),
             outbox,
             pending: Mutex::default(),
             loads: Mutex::default(),

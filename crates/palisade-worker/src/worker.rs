@@ -1,5 +1,6 @@
 //! The worker side: one process per tenant, serving `Load` and `Invoke` frames from the
-//! supervisor on its standard input (a Unix socket) with a wasm runtime of its own.
+//! supervisor on a Unix socket (fd 3 in a jail, standard input otherwise) with a wasm runtime
+//! of its own.
 //!
 //! The worker trusts the supervisor, but not the guests it runs: a guest that breaks a limit
 //! gets a typed error, and a guest that breaks the process (a wasmtime bug, an OOM kill) only
@@ -22,9 +23,9 @@ pub struct WorkerOptions {
     pub concurrency: u32,
     /// Largest linear memory of any one instance (sizes the pool).
     pub max_memory_bytes: u64,
-    /// Called once the engine exists and before any guest code is loaded: the jailed worker
-    /// installs its second, stricter seccomp stage here.
-    pub after_engine_ready: Option<fn() -> Result<(), String>>,
+    /// Started by the jail: the socket is fd 3, and the second, stricter seccomp stage is
+    /// installed once the engine exists, before any guest byte is read.
+    pub jailed: bool,
 }
 
 impl Default for WorkerOptions {
@@ -32,7 +33,7 @@ impl Default for WorkerOptions {
         Self {
             concurrency: 4,
             max_memory_bytes: 256 << 20,
-            after_engine_ready: None,
+            jailed: false,
         }
     }
 }
@@ -40,7 +41,7 @@ impl Default for WorkerOptions {
 /// Why the worker stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("standard input is not a usable socket: {0}")]
+    #[error("the IPC socket is not usable: {0}")]
     Socket(std::io::Error),
     #[error("the wasm runtime could not start: {0}")]
     Runtime(#[from] palisade_runtime::RuntimeError),
@@ -52,8 +53,12 @@ pub enum WorkerError {
 
 /// Serves the supervisor on standard input until it says `Shutdown` or hangs up.
 pub fn worker_main(options: WorkerOptions) -> Result<(), WorkerError> {
-    // A copy of fd 0 as an owned socket: safe code, and the worker's stdio stays unused.
-    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(WorkerError::Socket)?;
+    let fd = if options.jailed {
+        palisade_jail::take_ipc_fd().map_err(|e| WorkerError::Sandbox(e.to_string()))?
+    } else {
+        // A copy of fd 0 as an owned socket; the worker's stdio stays unused.
+        std::io::stdin().as_fd().try_clone_to_owned().map_err(WorkerError::Socket)?
+    };
     let socket = std::os::unix::net::UnixStream::from(fd);
     socket.set_nonblocking(true).map_err(WorkerError::Socket)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -72,8 +77,8 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
         max_memory_bytes: options.max_memory_bytes,
         ..Default::default()
     })?);
-    if let Some(install) = options.after_engine_ready {
-        install().map_err(WorkerError::Sandbox)?;
+    if options.jailed {
+        palisade_jail::seccomp_stage2().map_err(|e| WorkerError::Sandbox(e.to_string()))?;
     }
     let (mut reader, writer) = socket.into_split();
     let (replies, mut outbox) = mpsc::channel::<FromWorker>(64);

@@ -1,0 +1,621 @@
+//! `palisade policy validate | diff | apply | history | revert | explain`, and the
+//! `--policy FILE` option of `run` and `test`. Works on local files and a local store
+//! directory; the control plane will serve the same store interface.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use palisade_model::{Limits, Manifest};
+use palisade_policy::store::{self, Applied, ChangeMeta, DirStore, PolicyStore, VersionRecord};
+use palisade_policy::{
+    Action, CallContext, Deployment, DeploymentImpact, EffectiveLimits, LayerDiff, PolicyDocument,
+    PolicyEngine, PolicyError, Principal, Resource, Scope, StoreError, TenantId,
+};
+
+use crate::{exit, load};
+
+/// `explain` exits with this when the answer is deny.
+pub const DENIED: u8 = 1;
+
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file (TOML, limits, Cedar schema) and dry-run it against deployed
+    /// extensions.
+    Validate(ValidateArgs),
+    /// Show what a policy file changes against the version in force, or against another file.
+    Diff(DiffArgs),
+    /// Validate a policy file and store it as the next version of its layer.
+    Apply(ApplyArgs),
+    /// List the versions of a layer (`baseline` or `tenant:NAME`).
+    History(HistoryArgs),
+    /// Store an earlier version of a layer again as its newest version.
+    Revert(RevertArgs),
+    /// Answer allow or deny, with the deciding policies, for an extension, action and resource.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct StoreArgs {
+    /// The policy store directory.
+    #[arg(
+        long = "store",
+        env = "PALISADE_POLICY_STORE",
+        default_value = ".palisade/policies"
+    )]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct DeployedArgs {
+    /// A deployed extension to dry-run against, as TENANT=PATH (an extension directory or its
+    /// palisade.toml). Repeatable.
+    #[arg(long = "deployed", value_parser = parse_deployed)]
+    deployed: Vec<(TenantId, PathBuf)>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// The policy file.
+    file: PathBuf,
+    #[command(flatten)]
+    deployed: DeployedArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// The new policy file.
+    file: PathBuf,
+    /// The old policy file; without it, the version in force in the store.
+    against: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyArgs {
+    /// The policy file.
+    file: PathBuf,
+    /// Why this change is made (recorded in the history and the audit log).
+    #[arg(long)]
+    reason: String,
+    /// Who makes the change; defaults to $USER.
+    #[arg(long, env = "USER", default_value = "unknown")]
+    author: String,
+    #[command(flatten)]
+    deployed: DeployedArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct HistoryArgs {
+    /// `baseline` or `tenant:NAME`.
+    #[arg(value_parser = parse_scope)]
+    scope: Scope,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RevertArgs {
+    /// `baseline` or `tenant:NAME`.
+    #[arg(value_parser = parse_scope)]
+    scope: Scope,
+    /// The version to restore.
+    #[arg(long)]
+    to: u64,
+    /// Why (recorded in the history and the audit log).
+    #[arg(long)]
+    reason: String,
+    /// Who makes the change; defaults to $USER.
+    #[arg(long, env = "USER", default_value = "unknown")]
+    author: String,
+    #[command(flatten)]
+    deployed: DeployedArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    /// The extension, as TENANT/NAME or TENANT/NAME@VERSION.
+    #[arg(value_parser = parse_principal)]
+    extension: Principal,
+    /// http:request, kv:read, kv:write, secret:use, log:write or config:read.
+    #[arg(value_parser = parse_action)]
+    action: Action,
+    /// A URL, kv:NAME, secret:NAME, log or config:KEY (kv:TENANT/NAME for another tenant's).
+    resource: String,
+    /// For a URL: the address the connection would go to.
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+    /// For a URL: the HTTP method.
+    #[arg(long)]
+    method: Option<String>,
+    /// Decide at this Unix time: the layers in force then, and `context.time`.
+    #[arg(long)]
+    at: Option<i64>,
+    /// Also apply this extension manifest's request (directory or palisade.toml).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Use these policy files instead of the store's versions of their layers. Repeatable.
+    #[arg(long = "policy")]
+    policies: Vec<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_deployed(text: &str) -> Result<(TenantId, PathBuf), String> {
+    let (tenant, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not TENANT=PATH"))?;
+    Ok((
+        TenantId::new(tenant).map_err(|e| e.to_string())?,
+        PathBuf::from(path),
+    ))
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    Scope::parse(text).ok_or_else(|| format!("`{text}` is not `baseline` or `tenant:NAME`"))
+}
+
+fn parse_principal(text: &str) -> Result<Principal, String> {
+    Principal::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_action(text: &str) -> Result<Action, String> {
+    text.parse()
+        .map_err(|e: palisade_policy::RequestError| e.to_string())
+}
+
+/// `--policy FILE` of `run` and `test`: the per-invocation limits the file allows, under the
+/// shipped baseline (a tenant policy) or alone (a baseline).
+pub fn parse_policy_limits(path: &str) -> Result<Limits, String> {
+    policy_limits(Path::new(path)).map_err(|e| e.to_string())
+}
+
+fn policy_limits(path: &Path) -> Result<Limits, PolicyError> {
+    let layer = PolicyDocument::load(path)?.compile()?;
+    let limits = match layer.scope().clone() {
+        Scope::Baseline => EffectiveLimits::platform().cap(&layer.document().limits),
+        Scope::Tenant(tenant) => {
+            let mut engine = PolicyEngine::shipped()?;
+            engine.install(layer);
+            engine.tenant_limits(&tenant)
+        }
+    };
+    Ok(limits.runtime())
+}
+
+pub fn policy(args: PolicyArgs) -> anyhow::Result<u8> {
+    match args.command {
+        PolicyCommand::Validate(args) => validate(&args),
+        PolicyCommand::Diff(args) => diff(&args),
+        PolicyCommand::Apply(args) => apply(&args),
+        PolicyCommand::History(args) => history(&args),
+        PolicyCommand::Revert(args) => revert(&args),
+        PolicyCommand::Explain(args) => explain(&args),
+    }
+}
+
+/// Prints a policy error (JSON or text) and returns its exit status.
+fn invalid(error: &PolicyError, json: bool) -> u8 {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"valid": false, "error": error.to_json()})
+        );
+    } else {
+        eprintln!("error: {error}");
+    }
+    if matches!(error, PolicyError::Internal(_)) {
+        exit::INTERNAL
+    } else {
+        exit::LOAD_FAILED
+    }
+}
+
+fn store_failed(error: &StoreError, json: bool) -> u8 {
+    if let StoreError::Invalid(error) = error {
+        return invalid(error, json);
+    }
+    let kind = match error {
+        StoreError::Conflict { .. } => "conflict",
+        StoreError::NoSuchVersion { .. } => "no_such_version",
+        StoreError::Corrupt { .. } => "corrupt_store",
+        _ => "store_io",
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": {"kind": kind, "message": error.to_string()}})
+        );
+    } else {
+        eprintln!("error: {error}");
+    }
+    match error {
+        StoreError::Conflict { .. } => exit::OVERLOADED,
+        StoreError::NoSuchVersion { .. } => exit::USAGE,
+        _ => exit::INTERNAL,
+    }
+}
+
+fn read_deployments(args: &DeployedArgs) -> Result<Vec<Deployment>, String> {
+    args.deployed
+        .iter()
+        .map(|(tenant, path)| {
+            read_manifest(path).map(|manifest| Deployment::new(tenant.clone(), manifest))
+        })
+        .collect()
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, String> {
+    let path = load::manifest_path(path);
+    let bytes = load::read_capped(&path, palisade_model::manifest::MAX_MANIFEST_BYTES as u64)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+    Manifest::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn usage_error(message: &str) -> u8 {
+    eprintln!("error: {message}");
+    exit::USAGE
+}
+
+fn impact_text(impacts: &[DeploymentImpact]) -> String {
+    let mut out = String::new();
+    for impact in impacts {
+        out.push_str(&format!("{}:\n", impact.extension));
+        for flip in &impact.newly_denied {
+            out.push_str(&format!(
+                "  newly denied  {} {}\n",
+                flip.action, flip.resource
+            ));
+        }
+        for flip in &impact.newly_allowed {
+            out.push_str(&format!(
+                "  newly allowed {} {}\n",
+                flip.action, flip.resource
+            ));
+        }
+        for limit in &impact.limits {
+            out.push_str(&format!(
+                "  limit {}: {}\n",
+                limit.limit.as_str(),
+                limit.text
+            ));
+        }
+    }
+    if impacts.is_empty() {
+        out.push_str("no deployed extension is affected\n");
+    }
+    out
+}
+
+/// The engine in force (store heads, shipped baseline if none) and the same with `layer`
+/// installed: the dry run's before and after.
+fn before_after(
+    store: &DirStore,
+    layer: &palisade_policy::CompiledLayer,
+) -> Result<(PolicyEngine, PolicyEngine), StoreError> {
+    let before = store::engine_at(store, None)?;
+    let mut after = store::engine_at(store, None)?;
+    after.install(layer.clone());
+    Ok((before, after))
+}
+
+fn validate(args: &ValidateArgs) -> anyhow::Result<u8> {
+    let layer = match PolicyDocument::load(&args.file).and_then(|d| d.compile()) {
+        Ok(layer) => layer,
+        Err(error) => return Ok(invalid(&error, args.json)),
+    };
+    let deployments = match read_deployments(&args.deployed) {
+        Ok(d) => d,
+        Err(message) => return Ok(usage_error(&message)),
+    };
+    let store = DirStore::new(&args.store.dir);
+    let (before, after) = match before_after(&store, &layer) {
+        Ok(engines) => engines,
+        Err(error) => return Ok(store_failed(&error, args.json)),
+    };
+    let impact = palisade_policy::dry_run(&before, &after, &deployments, &CallContext::now());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "valid": true,
+                "scope": layer.scope(),
+                "policies": layer.policy_ids(),
+                "limits": layer.document().limits,
+                "impact": impact,
+            })
+        );
+    } else {
+        println!(
+            "{}: valid {} policy, {} Cedar policies, {} limits",
+            args.file.display(),
+            layer.scope(),
+            layer.policy_ids().len(),
+            layer.document().limits.iter().count()
+        );
+        if !deployments.is_empty() {
+            print!("{}", impact_text(&impact));
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
+    let layer = match PolicyDocument::load(&args.file).and_then(|d| d.compile()) {
+        Ok(layer) => layer,
+        Err(error) => return Ok(invalid(&error, args.json)),
+    };
+    let (old, against) = match &args.against {
+        Some(path) => match PolicyDocument::load(path).and_then(|d| d.compile()) {
+            Ok(old) => (Some(old), path.display().to_string()),
+            Err(error) => return Ok(invalid(&error, args.json)),
+        },
+        None => {
+            let store = DirStore::new(&args.store.dir);
+            match store.head(layer.scope()).and_then(|h| {
+                h.map(|r| store::compile_record(&r).map(|l| (l, r.version)))
+                    .transpose()
+            }) {
+                Ok(Some((old, version))) => {
+                    (Some(old), format!("{} version {version}", layer.scope()))
+                }
+                Ok(None) if layer.scope() == &Scope::Baseline => match PolicyEngine::shipped() {
+                    Ok(engine) => (
+                        Some(engine.baseline().clone()),
+                        "the shipped baseline".into(),
+                    ),
+                    Err(error) => return Ok(invalid(&error, args.json)),
+                },
+                Ok(None) => (None, "nothing (no stored version)".into()),
+                Err(error) => return Ok(store_failed(&error, args.json)),
+            }
+        }
+    };
+    let diff = LayerDiff::between(old.as_ref(), &layer);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "scope": layer.scope(),
+                "against": against,
+                "changed": !diff.is_empty(),
+                "diff": diff,
+                "text": diff.to_string(),
+            })
+        );
+    } else {
+        println!("{} against {against}:", layer.scope());
+        print!("{diff}");
+    }
+    Ok(exit::OK)
+}
+
+fn applied_output(applied: &Applied, impact: &[DeploymentImpact], json: bool) -> u8 {
+    match applied {
+        Applied::Stored { record, .. } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "applied": true,
+                        "scope": record.scope,
+                        "version": record.version,
+                        "sha256": record.sha256,
+                        "diff": record.diff,
+                        "impact": impact,
+                    })
+                );
+            } else {
+                println!("{} version {} stored", record.scope, record.version);
+                print!("{}", record.diff);
+                print!("{}", impact_text(impact));
+            }
+        }
+        Applied::Unchanged { version } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"applied": false, "unchanged": true, "version": version})
+                );
+            } else {
+                println!("unchanged: identical to version {version}; nothing stored");
+            }
+        }
+    }
+    exit::OK
+}
+
+fn meta(author: &str, reason: &str) -> ChangeMeta {
+    ChangeMeta {
+        author: author.to_owned(),
+        reason: reason.to_owned(),
+        time: palisade_policy::now_unix(),
+    }
+}
+
+fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
+    if args.reason.trim().is_empty() {
+        return Ok(usage_error("--reason must say why"));
+    }
+    let document = match PolicyDocument::load(&args.file) {
+        Ok(document) => document,
+        Err(error) => return Ok(invalid(&error, args.json)),
+    };
+    let layer = match document.compile() {
+        Ok(layer) => layer,
+        Err(error) => return Ok(invalid(&error, args.json)),
+    };
+    let deployments = match read_deployments(&args.deployed) {
+        Ok(d) => d,
+        Err(message) => return Ok(usage_error(&message)),
+    };
+    let store = DirStore::new(&args.store.dir);
+    let result = before_after(&store, &layer).and_then(|(before, after)| {
+        let impact = palisade_policy::dry_run(&before, &after, &deployments, &CallContext::now());
+        store::apply(&store, &document, &meta(&args.author, &args.reason)).map(|a| (a, impact))
+    });
+    Ok(match result {
+        Ok((applied, impact)) => applied_output(&applied, &impact, args.json),
+        Err(error) => store_failed(&error, args.json),
+    })
+}
+
+fn revert(args: &RevertArgs) -> anyhow::Result<u8> {
+    if args.reason.trim().is_empty() {
+        return Ok(usage_error("--reason must say why"));
+    }
+    let deployments = match read_deployments(&args.deployed) {
+        Ok(d) => d,
+        Err(message) => return Ok(usage_error(&message)),
+    };
+    let store = DirStore::new(&args.store.dir);
+    let result = (|| {
+        let before = store::engine_at(&store, None)?;
+        let applied = store::revert(
+            &store,
+            &args.scope,
+            args.to,
+            &meta(&args.author, &args.reason),
+        )?;
+        let after = store::engine_at(&store, None)?;
+        let impact = palisade_policy::dry_run(&before, &after, &deployments, &CallContext::now());
+        Ok::<_, StoreError>((applied, impact))
+    })();
+    Ok(match result {
+        Ok((applied, impact)) => applied_output(&applied, &impact, args.json),
+        Err(error) => store_failed(&error, args.json),
+    })
+}
+
+fn history_json(record: &VersionRecord) -> serde_json::Value {
+    serde_json::json!({
+        "version": record.version,
+        "author": record.author,
+        "time": record.time,
+        "reason": record.reason,
+        "change": record.change,
+        "restored": record.restored,
+        "sha256": record.sha256,
+        "diff": record.diff,
+    })
+}
+
+fn history(args: &HistoryArgs) -> anyhow::Result<u8> {
+    let store = DirStore::new(&args.store.dir);
+    let records = match store.history(&args.scope) {
+        Ok(records) => records,
+        Err(error) => return Ok(store_failed(&error, args.json)),
+    };
+    if args.json {
+        let versions: Vec<_> = records.iter().map(history_json).collect();
+        println!(
+            "{}",
+            serde_json::json!({"scope": args.scope, "versions": versions})
+        );
+    } else if records.is_empty() {
+        println!("{}: no stored versions", args.scope);
+    } else {
+        for record in &records {
+            let restored = record
+                .restored
+                .map(|v| format!(" (restores version {v})"))
+                .unwrap_or_default();
+            println!(
+                "version {}  {}  {}  {}{restored}",
+                record.version,
+                palisade_policy::format_time(record.time),
+                record.author,
+                record.reason
+            );
+            for line in record.diff.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn explain(args: &ExplainArgs) -> anyhow::Result<u8> {
+    let mut resource = match Resource::parse(&args.resource, &args.extension.tenant) {
+        Ok(resource) => resource,
+        Err(error) => return Ok(usage_error(&error.to_string())),
+    };
+    if let (Resource::Host(host), Some(ip)) = (&mut resource, args.ip) {
+        host.ip = Some(ip);
+    }
+    let store = DirStore::new(&args.store.dir);
+    let mut engine = match store::engine_at(&store, args.at) {
+        Ok(engine) => engine,
+        Err(error) => return Ok(store_failed(&error, args.json)),
+    };
+    for path in &args.policies {
+        match PolicyDocument::load(path).and_then(|d| d.compile()) {
+            Ok(layer) => engine.install(layer),
+            Err(error) => return Ok(invalid(&error, args.json)),
+        }
+    }
+    let context = CallContext {
+        time: args.at.unwrap_or_else(palisade_policy::now_unix),
+        method: args.method.clone(),
+        ..CallContext::default()
+    };
+    let mut principal = args.extension.clone();
+    let decision = match &args.manifest {
+        Some(path) => {
+            let manifest = match read_manifest(path) {
+                Ok(manifest) => manifest,
+                Err(message) => return Ok(usage_error(&message)),
+            };
+            let deployment = Deployment::new(principal.tenant.clone(), manifest);
+            principal = deployment.principal();
+            engine.authorize_deployment(&deployment, args.action, &resource, &context)
+        }
+        None => engine.authorize(&principal, args.action, &resource, &context),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "allowed": decision.allowed,
+                "extension": principal.to_string(),
+                "action": args.action,
+                "resource": resource.cedar_ref(),
+                "reasons": decision.reasons,
+            })
+        );
+    } else {
+        print!("{}", decision.render(&principal, args.action, &resource));
+    }
+    Ok(if decision.allowed { exit::OK } else { DENIED })
+}

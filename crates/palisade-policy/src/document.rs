@@ -1,0 +1,233 @@
+//! Policy documents: a TOML file with the layer it belongs to, its `[limits]` and its Cedar
+//! policies (inline or in a file next to it). Parsing is strict and every error has a place.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Location, PolicyError};
+use crate::limits::{LimitSet, RawLimits};
+use crate::request::TenantId;
+
+/// The document format this build reads and writes.
+pub const FORMAT: u32 = 1;
+/// Policy documents (and Cedar files) larger than this are refused before parsing.
+pub const MAX_POLICY_BYTES: usize = 1 << 20;
+
+/// The shipped platform baseline.
+pub const SHIPPED_BASELINE: &str = include_str!("../baseline/baseline.toml");
+
+/// Which layer a document is: the platform baseline or one tenant's policy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Baseline,
+    Tenant(TenantId),
+}
+
+impl Scope {
+    /// Reads `baseline` or `tenant:NAME`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once(':') {
+            None if text == "baseline" => Some(Self::Baseline),
+            Some(("tenant", name)) => TenantId::new(name).ok().map(Self::Tenant),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Baseline => f.write_str("baseline"),
+            Self::Tenant(tenant) => write!(f, "tenant:{tenant}"),
+        }
+    }
+}
+
+impl serde::Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A parsed, checked policy document. Its Cedar text is resolved (a `cedar.file` has been
+/// read), so the document is self-contained; `compile` validates the Cedar against the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDocument {
+    pub scope: Scope,
+    pub description: Option<String>,
+    pub limits: LimitSet,
+    /// The Cedar policies, as text.
+    pub cedar: String,
+    /// Where the Cedar text came from, for error messages (`cedar.text` or a path).
+    pub cedar_source: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LayerKind {
+    Baseline,
+    Tenant,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument {
+    format: Spanned<u32>,
+    layer: Spanned<LayerKind>,
+    #[serde(default)]
+    tenant: Option<Spanned<String>>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    cedar: Option<Spanned<RawCedar>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCedar {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+impl PolicyDocument {
+    /// Parses a document's text. A `cedar.file` is read relative to `base`; without a base,
+    /// a `cedar.file` is an error.
+    pub fn parse(text: &str, base: Option<&Path>) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                bytes: text.len(),
+                max: MAX_POLICY_BYTES,
+            });
+        }
+        let raw: RawDocument = toml::from_str(text).map_err(|error| PolicyError::Syntax {
+            location: error.span().map(|span| Location::of(text, span.start)),
+            message: error.message().trim().to_owned(),
+        })?;
+        let at = |offset: usize| Some(Location::of(text, offset));
+        if *raw.format.get_ref() != FORMAT {
+            return Err(PolicyError::UnsupportedFormat {
+                location: at(raw.format.span().start),
+                found: *raw.format.get_ref(),
+                supported: FORMAT,
+            });
+        }
+        let scope = match (raw.layer.get_ref(), &raw.tenant) {
+            (LayerKind::Baseline, None) => Scope::Baseline,
+            (LayerKind::Baseline, Some(tenant)) => {
+                return Err(PolicyError::Layer {
+                    location: at(tenant.span().start),
+                    message: "a baseline applies to every tenant; remove `tenant`".into(),
+                });
+            }
+            (LayerKind::Tenant, None) => {
+                return Err(PolicyError::Layer {
+                    location: at(raw.layer.span().start),
+                    message: "a tenant policy needs `tenant = \"NAME\"`".into(),
+                });
+            }
+            (LayerKind::Tenant, Some(tenant)) => Scope::Tenant(
+                TenantId::new(tenant.get_ref()).map_err(|e| PolicyError::Layer {
+                    location: at(tenant.span().start),
+                    message: e.to_string(),
+                })?,
+            ),
+        };
+        let limits = raw.limits.validate(text)?;
+        let (cedar, cedar_source) = match raw.cedar {
+            None => (String::new(), "cedar.text".to_owned()),
+            Some(cedar) => {
+                let location = at(cedar.span().start);
+                let source_error = |message: String| PolicyError::CedarSource { location, message };
+                match cedar.into_inner() {
+                    RawCedar {
+                        text: Some(text),
+                        file: None,
+                    } => (text, "cedar.text".to_owned()),
+                    RawCedar {
+                        text: None,
+                        file: Some(file),
+                    } => {
+                        let base = base.ok_or_else(|| {
+                            source_error(
+                                "`file` needs a policy read from disk; inline the policies with `text`".into(),
+                            )
+                        })?;
+                        let path = base.join(&file);
+                        let text = read_capped(&path).map_err(|e| {
+                            source_error(format!("cannot read {}: {e}", path.display()))
+                        })?;
+                        (text, path.display().to_string())
+                    }
+                    _ => return Err(source_error("set exactly one of `text` and `file`".into())),
+                }
+            }
+        };
+        Ok(Self {
+            scope,
+            description: raw.description,
+            limits,
+            cedar,
+            cedar_source,
+        })
+    }
+
+    /// Reads and parses a document from disk; `cedar.file` is relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = read_capped(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, Some(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// The baseline shipped with this build.
+    pub fn shipped_baseline() -> Result<Self, PolicyError> {
+        Self::parse(SHIPPED_BASELINE, None)
+            .map_err(|e| PolicyError::Internal(format!("the shipped baseline is invalid: {e}")))
+    }
+
+    /// The document as self-contained TOML (Cedar inlined) that parses back to itself.
+    pub fn to_toml(&self) -> String {
+        let mut table = toml::Table::new();
+        table.insert("format".into(), toml::Value::Integer(i64::from(FORMAT)));
+        match &self.scope {
+            Scope::Baseline => {
+                table.insert("layer".into(), "baseline".into());
+            }
+            Scope::Tenant(tenant) => {
+                table.insert("layer".into(), "tenant".into());
+                table.insert("tenant".into(), tenant.as_str().into());
+            }
+        }
+        if let Some(description) = &self.description {
+            table.insert("description".into(), description.as_str().into());
+        }
+        table.insert("limits".into(), toml::Value::Table(self.limits.to_toml()));
+        let mut cedar = toml::Table::new();
+        cedar.insert("text".into(), self.cedar.as_str().into());
+        table.insert("cedar".into(), toml::Value::Table(cedar));
+        toml::to_string(&table).unwrap_or_default()
+    }
+}
+
+fn read_capped(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(MAX_POLICY_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than the {MAX_POLICY_BYTES}-byte limit"),
+        ));
+    }
+    Ok(text)
+}

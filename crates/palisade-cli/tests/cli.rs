@@ -252,3 +252,51 @@ fn new_scaffolds_an_extension_that_builds_and_passes_its_tests() {
     let bad = palisade(&["new", "Bad_Name"], None);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn run_goes_through_a_jailed_worker_unless_told_otherwise() {
+    let dir = guest_dir("fixtures/echo");
+    let output = palisade(&["run", path(&dir), "--input", "-", "--json"], Some(b"x"));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(json(&output)["isolation"]["mode"], "jailed");
+
+    let output = palisade(
+        &["run", path(&dir), "--input", "-", "--json", "--no-jail"],
+        Some(b"x"),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(json(&output)["isolation"]["mode"], "in_process");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("WARNING: --no-jail"));
+}
+
+#[test]
+fn doctor_lists_every_layer() {
+    let output = palisade(&["doctor", "--json"], None);
+    let json = json(&output);
+    let names: Vec<&str> = json["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    for layer in [
+        "user_ns",
+        "pid_ns",
+        "mount_ns",
+        "net_ns",
+        "cgroups",
+        "seccomp",
+        "landlock",
+        "no_new_privs",
+        "pooling_address_space",
+    ] {
+        assert!(names.contains(&layer), "{layer} missing from {names:?}");
+    }
+    let ready = json["strict_mode_ready"].as_bool().unwrap();
+    assert_eq!(output.status.code(), Some(if ready { 0 } else { 1 }));
+}

@@ -65,9 +65,11 @@ fn emit(msg: &LauncherMsg) {
     }
 }
 
-/// Entry point of `palisade-jail-launcher`.
+/// Entry point of `palisade-jail-launcher` (or of a subcommand of a larger binary, see
+/// [`JailConfig::launcher_args`]). Must run before the process starts any thread: it
+/// refuses to build a jail from a multithreaded process.
 pub fn main() -> ! {
-    match run() {
+    match single_threaded().and_then(|()| run()) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             emit(&LauncherMsg::Failed {
@@ -75,6 +77,20 @@ pub fn main() -> ! {
             });
             std::process::exit(1)
         }
+    }
+}
+
+/// `clone3` with fork semantics is only sound in a single-threaded process.
+fn single_threaded() -> Result<(), JailError> {
+    let threads = fs::read_dir("/proc/self/task")
+        .map_err(|e| JailError::io("read /proc/self/task", e))?
+        .count();
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(JailError::Protocol(format!(
+            "the launcher has {threads} threads; it must call palisade_jail::launcher::main before starting any"
+        )))
     }
 }
 

@@ -3,7 +3,11 @@
 //! Prints a table; BENCHMARKS.md records the figures and this command:
 //! `cargo bench -p palisade-worker --bench pool`.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark: fail loudly, print results")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    reason = "benchmark: fail loudly, print results"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +15,9 @@ use std::time::{Duration, Instant};
 use palisade_model::{Limits, Manifest};
 use palisade_runtime::{Request, Runtime, RuntimeConfig};
 use palisade_worker::protocol::WireRequest;
-use palisade_worker::{ExtensionSource, PlainLauncher, Supervisor, SupervisorConfig, WorkerCommand};
+use palisade_worker::{
+    ExtensionSource, PlainLauncher, Supervisor, SupervisorConfig, WorkerCommand,
+};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -36,7 +42,11 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = palisade_testkit::guest_dir("fixtures/echo");
     let manifest_text = std::fs::read_to_string(dir.join("palisade.toml")).unwrap();
     let manifest = Manifest::parse(&manifest_text).unwrap();
@@ -48,7 +58,11 @@ fn main() {
     // In-process.
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let extension = runtime.load(&manifest, &wasm).unwrap();
-    let request = || Request { body: b"ping".to_vec(), content_type: "text/plain".into(), metadata: vec![] };
+    let request = || Request {
+        body: b"ping".to_vec(),
+        content_type: "text/plain".into(),
+        metadata: vec![],
+    };
     let samples = rt.block_on(async {
         for _ in 0..100 {
             runtime.invoke(&extension, request(), &limits).await;
@@ -56,7 +70,13 @@ fn main() {
         let mut samples = Vec::with_capacity(N);
         for _ in 0..N {
             let started = Instant::now();
-            assert!(runtime.invoke(&extension, request(), &limits).await.result.is_ok());
+            assert!(
+                runtime
+                    .invoke(&extension, request(), &limits)
+                    .await
+                    .result
+                    .is_ok()
+            );
             samples.push(started.elapsed());
         }
         samples
@@ -65,13 +85,70 @@ fn main() {
 
     // Through a warm worker.
     let launcher = PlainLauncher {
-        command: WorkerCommand { program: env!("CARGO_BIN_EXE_palisade-worker").into(), args: vec![] },
+        command: WorkerCommand {
+            program: env!("CARGO_BIN_EXE_palisade-worker").into(),
+            args: vec![],
+        },
     };
-    let supervisor = Arc::new(Supervisor::new(Arc::new(launcher), SupervisorConfig::default()));
-    let wire = || WireRequest { body: b"ping".to_vec(), content_type: "text/plain".into(), metadata: vec![] };
+    let supervisor = Arc::new(Supervisor::new(
+        Arc::new(launcher),
+        SupervisorConfig::default(),
+    ));
+    let wire = || WireRequest {
+        body: b"ping".to_vec(),
+        content_type: "text/plain".into(),
+        metadata: vec![],
+    };
     let (samples, first) = rt.block_on(async {
         let started = Instant::now();
-        assert!(supervisor.invoke("bench", &source, wire(), &limits).await.result.is_ok());
+        assert!(
+            supervisor
+                .invoke("bench", &source, wire(), &limits)
+                .await
+                .result
+                .is_ok()
+        );
+        let first = started.elapsed();
+        for _ in 0..100 {
+            supervisor.invoke("bench", &source, wire(), &limits).await;
+        }
+        let mut samples = Vec::with_capacity(N);
+        for _ in 0..N {
+            let started = Instant::now();
+            assert!(
+                supervisor
+                    .invoke("bench", &source, wire(), &limits)
+                    .await
+                    .result
+                    .is_ok()
+            );
+            samples.push(started.elapsed());
+        }
+        (samples, first)
+    });
+    report("echo, warm worker (no jail)", samples);
+    println!(
+        "{:<44} {first:.1?}",
+        "first call: worker start + compile + call"
+    );
+    let snapshot = supervisor.snapshot();
+    if let Some(kib) = snapshot.pids.first().and_then(|pid| rss_kib(*pid)) {
+        println!("{:<44} {kib} KiB", "idle worker RSS (after 2,100 calls)");
+    }
+    rt.block_on(supervisor.shutdown());
+
+    // Through a warm jailed worker (every layer, strict mode).
+    let worker = env!("CARGO_BIN_EXE_palisade-worker");
+    let mut template = palisade_jail::JailConfig::new("bench", 0, 0);
+    template.launcher = Some(worker.into());
+    template.launcher_args = vec!["__jail-launcher".into()];
+    let command = WorkerCommand { program: worker.into(), args: vec!["--jailed".into()] };
+    let launcher = palisade_worker::JailLauncher::new(command, template).unwrap();
+    let supervisor = Arc::new(Supervisor::new(Arc::new(launcher), SupervisorConfig::default()));
+    let (samples, first) = rt.block_on(async {
+        let started = Instant::now();
+        let outcome = supervisor.invoke("bench", &source, wire(), &limits).await;
+        assert!(outcome.result.is_ok(), "{outcome:?}");
         let first = started.elapsed();
         for _ in 0..100 {
             supervisor.invoke("bench", &source, wire(), &limits).await;
@@ -84,21 +161,23 @@ fn main() {
         }
         (samples, first)
     });
-    report("echo, warm worker (no jail)", samples);
-    println!("{:<44} {first:.1?}", "first call: worker start + compile + call");
-    let snapshot = supervisor.snapshot();
-    if let Some(kib) = snapshot.pids.first().and_then(|pid| rss_kib(*pid)) {
-        println!("{:<44} {kib} KiB", "idle worker RSS (after 2,100 calls)");
-    }
+    report("echo, warm jailed worker", samples);
+    println!("{:<44} {first:.1?}", "first call: jail + worker start + compile");
     rt.block_on(supervisor.shutdown());
 
     // Churn: 1,000 invocations over 50 tenants, at most 10 workers, 10 callers at a time.
     let launcher = PlainLauncher {
-        command: WorkerCommand { program: env!("CARGO_BIN_EXE_palisade-worker").into(), args: vec![] },
+        command: WorkerCommand {
+            program: env!("CARGO_BIN_EXE_palisade-worker").into(),
+            args: vec![],
+        },
     };
     let supervisor = Arc::new(Supervisor::new(
         Arc::new(launcher),
-        SupervisorConfig { max_workers: 10, ..Default::default() },
+        SupervisorConfig {
+            max_workers: 10,
+            ..Default::default()
+        },
     ));
     let started = Instant::now();
     let (ok, overloaded, samples) = rt.block_on(async {
@@ -119,7 +198,9 @@ fn main() {
                     samples.push(t.elapsed());
                     match outcome.result {
                         Ok(_) => ok += 1,
-                        Err(e) if e.kind == palisade_model::ErrorKind::Overloaded => overloaded += 1,
+                        Err(e) if e.kind == palisade_model::ErrorKind::Overloaded => {
+                            overloaded += 1
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }

@@ -46,9 +46,11 @@ impl JailLauncher {
     /// unless two of a million slots collide (the control plane will allocate them instead).
     pub fn tenant_uid(tenant: &str) -> u32 {
         // FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
-        let hash = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = tenant
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
         TENANT_UID_BASE + (hash % u64::from(TENANT_UID_SLOTS)) as u32
     }
 }
@@ -66,7 +68,13 @@ fn cgroup_name(tenant: &str) -> String {
     let clean: String = tenant
         .chars()
         .take(40)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{clean}-{:x}", JailLauncher::tenant_uid(tenant))
 }
@@ -78,14 +86,27 @@ impl Launcher for JailLauncher {
         config.host_uid = Self::tenant_uid(tenant);
         config.host_gid = config.host_uid;
         let args: Vec<OsString> = self.command.args.clone();
-        let jailed = palisade_jail::spawn(&config, &self.command.program, &args, ipc).map_err(jail_error)?;
-        let missing: Vec<String> = jailed.applied().missing.iter().map(|m| m.layer.name().to_owned()).collect();
-        *self.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = missing;
+        let jailed =
+            palisade_jail::spawn(&config, &self.command.program, &args, ipc).map_err(jail_error)?;
+        let missing: Vec<String> = jailed
+            .applied()
+            .missing
+            .iter()
+            .map(|m| m.layer.name().to_owned())
+            .collect();
+        *self
+            .missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = missing;
         Ok(Box::new(JailedProcess(Some(jailed))))
     }
 
     fn isolation(&self) -> Isolation {
-        let missing = self.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let missing = self
+            .missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         Isolation {
             mode: if missing.is_empty() {
                 IsolationMode::Jailed
@@ -118,15 +139,21 @@ impl WorkerProcess for JailedProcess {
             };
             match tokio::task::spawn_blocking(move || jailed.wait()).await {
                 Ok(Ok(report)) => ExitSummary(match report.reason {
-                    ExitReason::Exited => format!("exited with status {}", report.code.unwrap_or(-1)),
-                    ExitReason::Oom => "was killed by the out-of-memory killer (cgroup memory limit)".into(),
+                    ExitReason::Exited => {
+                        format!("exited with status {}", report.code.unwrap_or(-1))
+                    }
+                    ExitReason::Oom => {
+                        "was killed by the out-of-memory killer (cgroup memory limit)".into()
+                    }
                     ExitReason::Seccomp => "was killed by seccomp (SIGSYS)".into(),
                     ExitReason::CpuLimit => "was killed at its CPU-time limit".into(),
                     ExitReason::Killed => "was killed (SIGKILL)".into(),
                     ExitReason::Signal(signal) => format!("was killed by signal {signal}"),
                     other => format!("ended ({other:?})"),
                 }),
-                Ok(Err(error)) => ExitSummary(format!("ended, but its exit could not be read: {error}")),
+                Ok(Err(error)) => {
+                    ExitSummary(format!("ended, but its exit could not be read: {error}"))
+                }
                 Err(error) => ExitSummary(format!("ended, but waiting for it failed: {error}")),
             }
         })
@@ -136,10 +163,15 @@ impl WorkerProcess for JailedProcess {
 /// Whether strict mode should refuse: the template says `Strict` unless degraded runs were
 /// explicitly allowed.
 pub fn mode(allow_degraded: bool) -> Mode {
-    if allow_degraded { Mode::AllowDegraded } else { Mode::Strict }
+    if allow_degraded {
+        Mode::AllowDegraded
+    } else {
+        Mode::Strict
+    }
 }
 
 /// The worker binary for jails: the running executable (a `palisade` binary embeds the worker).
 pub fn current_exe() -> Result<PathBuf, LaunchError> {
-    std::env::current_exe().map_err(|e| LaunchError::Other(format!("cannot find the running executable: {e}")))
+    std::env::current_exe()
+        .map_err(|e| LaunchError::Other(format!("cannot find the running executable: {e}")))
 }

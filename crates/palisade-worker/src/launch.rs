@@ -27,7 +27,10 @@ pub trait WorkerProcess: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("could not start the worker process {program}: {error}")]
-    Spawn { program: String, error: std::io::Error },
+    Spawn {
+        program: String,
+        error: std::io::Error,
+    },
     /// Strict mode: a confinement layer is missing on this host.
     #[error("{0}")]
     IsolationUnavailable(String),

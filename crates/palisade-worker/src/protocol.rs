@@ -37,12 +37,17 @@ pub enum ToWorker {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FromWorker {
     /// Sent once, when the worker's engine is ready and its sandbox fully applied.
-    Ready { pid: u32 },
+    Ready {
+        pid: u32,
+    },
     Loaded {
         extension: u64,
         result: Result<(), InvocationError>,
     },
-    Done { invocation: u64, outcome: Outcome },
+    Done {
+        invocation: u64,
+        outcome: Outcome,
+    },
 }
 
 /// An invocation's input as it crosses the socket.
@@ -72,7 +77,10 @@ pub enum FrameError {
 }
 
 /// Writes one frame: `u32` big-endian length of what follows, the version byte, the message.
-pub async fn write_frame<T: Serialize>(writer: &mut (impl AsyncWrite + Unpin), message: &T) -> Result<(), FrameError> {
+pub async fn write_frame<T: Serialize>(
+    writer: &mut (impl AsyncWrite + Unpin),
+    message: &T,
+) -> Result<(), FrameError> {
     let frame = encode(message)?;
     writer.write_all(&frame).await?;
     writer.flush().await?;
@@ -83,8 +91,10 @@ pub async fn write_frame<T: Serialize>(writer: &mut (impl AsyncWrite + Unpin), m
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let mut frame = vec![0u8; 5];
     frame[4] = PROTOCOL_VERSION;
-    let mut frame = postcard::to_extend(message, frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let length = u32::try_from(frame.len() - 4).map_err(|_| FrameError::TooLarge(frame.len() as u64))?;
+    let mut frame =
+        postcard::to_extend(message, frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let length =
+        u32::try_from(frame.len() - 4).map_err(|_| FrameError::TooLarge(frame.len() as u64))?;
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(u64::from(length)));
     }
@@ -93,11 +103,15 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Reads one frame, refusing oversized or malformed ones before allocating for them.
-pub async fn read_frame<T: for<'de> Deserialize<'de>>(reader: &mut (impl AsyncRead + Unpin)) -> Result<T, FrameError> {
+pub async fn read_frame<T: for<'de> Deserialize<'de>>(
+    reader: &mut (impl AsyncRead + Unpin),
+) -> Result<T, FrameError> {
     let mut header = [0u8; 4];
     match reader.read_exact(&mut header).await {
         Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(FrameError::Closed);
+        }
         Err(error) => return Err(error.into()),
     }
     let length = u32::from_be_bytes(header);
@@ -112,9 +126,13 @@ pub async fn read_frame<T: for<'de> Deserialize<'de>>(reader: &mut (impl AsyncRe
     if body[0] != PROTOCOL_VERSION {
         return Err(FrameError::Version(body[0]));
     }
-    let (message, rest) = postcard::take_from_bytes(&body[1..]).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (message, rest) =
+        postcard::take_from_bytes(&body[1..]).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(FrameError::Malformed(format!("{} trailing bytes", rest.len())));
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
     Ok(message)
 }
@@ -141,7 +159,12 @@ mod tests {
         };
         let frame = encode(&message).unwrap();
         match decode::<ToWorker>(&frame).await.unwrap() {
-            ToWorker::Invoke { invocation, request, limits, .. } => {
+            ToWorker::Invoke {
+                invocation,
+                request,
+                limits,
+                ..
+            } => {
                 assert_eq!(invocation, 7);
                 assert_eq!(request.body, [1, 2, 3]);
                 assert_eq!(limits, Limits::DEFAULT);
@@ -153,17 +176,38 @@ mod tests {
     #[tokio::test]
     async fn hostile_frames_are_typed_errors() {
         let huge = (MAX_FRAME_BYTES + 1).to_be_bytes();
-        assert!(matches!(decode::<FromWorker>(&huge).await, Err(FrameError::TooLarge(_))));
-        assert!(matches!(decode::<FromWorker>(&[0, 0, 0, 0]).await, Err(FrameError::Empty)));
-        assert!(matches!(decode::<FromWorker>(&[0, 0, 0, 2, 9, 0]).await, Err(FrameError::Version(9))));
-        assert!(matches!(decode::<FromWorker>(&[0, 0, 0, 2, 1, 77]).await, Err(FrameError::Malformed(_))));
-        assert!(matches!(decode::<FromWorker>(&[]).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            decode::<FromWorker>(&huge).await,
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode::<FromWorker>(&[0, 0, 0, 0]).await,
+            Err(FrameError::Empty)
+        ));
+        assert!(matches!(
+            decode::<FromWorker>(&[0, 0, 0, 2, 9, 0]).await,
+            Err(FrameError::Version(9))
+        ));
+        assert!(matches!(
+            decode::<FromWorker>(&[0, 0, 0, 2, 1, 77]).await,
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<FromWorker>(&[]).await,
+            Err(FrameError::Closed)
+        ));
         // A header promising more than arrives.
-        assert!(matches!(decode::<FromWorker>(&[0, 0, 0, 9, 1]).await, Err(FrameError::Io(_))));
+        assert!(matches!(
+            decode::<FromWorker>(&[0, 0, 0, 9, 1]).await,
+            Err(FrameError::Io(_))
+        ));
         let mut trailing = encode(&FromWorker::Ready { pid: 1 }).unwrap();
         trailing.push(0);
         let length = u32::from_be_bytes([trailing[0], trailing[1], trailing[2], trailing[3]]) + 1;
         trailing[..4].copy_from_slice(&length.to_be_bytes());
-        assert!(matches!(decode::<FromWorker>(&trailing).await, Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode::<FromWorker>(&trailing).await,
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

@@ -118,7 +118,9 @@ struct Worker {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn crashed(message: impl Into<String>) -> InvocationError {
@@ -161,7 +163,9 @@ pub struct Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Supervisor")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,9 +215,18 @@ impl Supervisor {
     }
 
     /// Runs one invocation of `extension` for `tenant` in that tenant's worker.
-    pub async fn invoke(&self, tenant: &str, extension: &ExtensionSource, request: WireRequest, limits: &Limits) -> Outcome {
+    pub async fn invoke(
+        &self,
+        tenant: &str,
+        extension: &ExtensionSource,
+        request: WireRequest,
+        limits: &Limits,
+    ) -> Outcome {
         let deadline = Instant::now() + limits.wall_time + self.config.deadline_grace;
-        let mut outcome = match self.invoke_in_worker(tenant, extension, request, limits, deadline).await {
+        let mut outcome = match self
+            .invoke_in_worker(tenant, extension, request, limits, deadline)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(error) => Outcome::rejected(error),
         };
@@ -232,7 +245,9 @@ impl Supervisor {
         let worker = self.worker_for(tenant, deadline).await?;
         worker.in_flight.fetch_add(1, Ordering::AcqRel);
         let _in_flight = InFlight(Arc::clone(&worker));
-        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, Arc::clone(&worker.slots).acquire_owned()).await else {
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout_at(deadline, Arc::clone(&worker.slots).acquire_owned()).await
+        else {
             return Err(InvocationError::new(
                 ErrorKind::Overloaded,
                 format!("tenant {tenant}'s worker stayed busy for the whole deadline"),
@@ -268,7 +283,9 @@ impl Supervisor {
                 if lock(&worker.pending).remove(&invocation).is_none() {
                     return Err(crashed(self.reason_of(&worker)));
                 }
-                worker.kill(format!("killed by the supervisor: invocation {invocation} overran its deadline"));
+                worker.kill(format!(
+                    "killed by the supervisor: invocation {invocation} overran its deadline"
+                ));
                 Err(InvocationError::new(
                     ErrorKind::Timeout,
                     format!(
@@ -281,11 +298,17 @@ impl Supervisor {
     }
 
     fn reason_of(&self, worker: &Worker) -> String {
-        lock(&worker.death_reason).clone().unwrap_or_else(|| "the worker process exited".into())
+        lock(&worker.death_reason)
+            .clone()
+            .unwrap_or_else(|| "the worker process exited".into())
     }
 
     /// Loads `extension` into `worker` once; concurrent callers wait for the first load.
-    async fn ensure_loaded(&self, worker: &Arc<Worker>, extension: &ExtensionSource) -> Result<u64, InvocationError> {
+    async fn ensure_loaded(
+        &self,
+        worker: &Arc<Worker>,
+        extension: &ExtensionSource,
+    ) -> Result<u64, InvocationError> {
         let mut loaded = worker.loaded.lock().await;
         if let Some(id) = loaded.get(&extension.digest) {
             return Ok(*id);
@@ -313,13 +336,19 @@ impl Supervisor {
             Err(_elapsed) => {
                 lock(&worker.loads).remove(&id);
                 worker.kill("killed by the supervisor: loading an extension timed out".into());
-                Err(crashed("loading the extension timed out; the worker was killed"))
+                Err(crashed(
+                    "loading the extension timed out; the worker was killed",
+                ))
             }
         }
     }
 
     /// The tenant's live worker, starting one (and evicting another) when needed.
-    async fn worker_for(&self, tenant: &str, deadline: Instant) -> Result<Arc<Worker>, InvocationError> {
+    async fn worker_for(
+        &self,
+        tenant: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Worker>, InvocationError> {
         loop {
             if let Some(worker) = self.live_worker(tenant) {
                 return Ok(worker);
@@ -391,7 +420,8 @@ impl Supervisor {
             .values()
             .filter(|w| w.in_flight.load(Ordering::Acquire) == 0)
             .min_by(|a, b| {
-                (a.last_used.load(Ordering::Relaxed), &a.tenant).cmp(&(b.last_used.load(Ordering::Relaxed), &b.tenant))
+                (a.last_used.load(Ordering::Relaxed), &a.tenant)
+                    .cmp(&(b.last_used.load(Ordering::Relaxed), &b.tenant))
             })
             .map(|w| w.tenant.clone());
         match victim.and_then(|tenant| pool.workers.remove(&tenant)) {
@@ -406,17 +436,27 @@ impl Supervisor {
     async fn start(&self, tenant: &str) -> Result<Arc<Worker>, InvocationError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| InvocationError::new(ErrorKind::Internal, format!("socketpair: {e}")))?;
-        let mut process = self.launcher.launch(tenant, OwnedFd::from(theirs)).map_err(|error| match error {
-            LaunchError::IsolationUnavailable(message) => InvocationError::new(ErrorKind::IsolationUnavailable, message),
-            other => InvocationError::new(ErrorKind::Internal, other.to_string()),
-        })?;
+        let mut process = self
+            .launcher
+            .launch(tenant, OwnedFd::from(theirs))
+            .map_err(|error| match error {
+                LaunchError::IsolationUnavailable(message) => {
+                    InvocationError::new(ErrorKind::IsolationUnavailable, message)
+                }
+                other => InvocationError::new(ErrorKind::Internal, other.to_string()),
+            })?;
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         let socket = ours
             .set_nonblocking(true)
             .and_then(|()| tokio::net::UnixStream::from_std(ours))
             .map_err(|e| InvocationError::new(ErrorKind::Internal, format!("socket: {e}")))?;
         let (mut reader, mut writer) = socket.into_split();
-        match tokio::time::timeout(self.config.start_timeout, read_frame::<FromWorker>(&mut reader)).await {
+        match tokio::time::timeout(
+            self.config.start_timeout,
+            read_frame::<FromWorker>(&mut reader),
+        )
+        .await
+        {
             Ok(Ok(FromWorker::Ready { .. })) => {}
             other => {
                 process.kill();
@@ -428,7 +468,9 @@ impl Supervisor {
                     Ok(Ok(message)) => format!("protocol violation: {message:?} before Ready"),
                 };
                 self.note_crash(tenant);
-                return Err(crashed(format!("tenant {tenant}'s worker failed to start: {why}")));
+                return Err(crashed(format!(
+                    "tenant {tenant}'s worker failed to start: {why}"
+                )));
             }
         }
 
@@ -482,7 +524,9 @@ impl Supervisor {
         for worker in workers {
             let reader = lock(&worker.reader).take();
             if let Some(reader) = reader
-                && tokio::time::timeout(Duration::from_secs(10), reader).await.is_err()
+                && tokio::time::timeout(Duration::from_secs(10), reader)
+                    .await
+                    .is_err()
             {
                 worker.kill("killed by the supervisor: it did not shut down in time".into());
             }
@@ -492,7 +536,9 @@ impl Supervisor {
 
 fn record_backoff(pool: &mut Pool, tenant: &str, (first, largest): (Duration, Duration)) {
     let backoff = pool.backoff.entry(tenant.to_owned()).or_default();
-    let delay = first.saturating_mul(1 << backoff.failures.min(16)).min(largest);
+    let delay = first
+        .saturating_mul(1 << backoff.failures.min(16))
+        .min(largest);
     backoff.failures = backoff.failures.saturating_add(1);
     backoff.not_before = Some(Instant::now() + delay);
 }
@@ -507,25 +553,34 @@ async fn read_replies(
 ) {
     loop {
         let violation = match read_frame::<FromWorker>(&mut reader).await {
-            Ok(FromWorker::Done { invocation, outcome }) => match lock(&worker.pending).remove(&invocation) {
+            Ok(FromWorker::Done {
+                invocation,
+                outcome,
+            }) => match lock(&worker.pending).remove(&invocation) {
                 Some(reply) => {
                     let _ = reply.send(outcome);
                     continue;
                 }
                 None => format!("an answer for invocation {invocation}, which it does not hold"),
             },
-            Ok(FromWorker::Loaded { extension, result }) => match lock(&worker.loads).remove(&extension) {
-                Some(reply) => {
-                    let _ = reply.send(result);
-                    continue;
+            Ok(FromWorker::Loaded { extension, result }) => {
+                match lock(&worker.loads).remove(&extension) {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                        continue;
+                    }
+                    None => {
+                        format!("a load result for extension {extension}, which it was not loading")
+                    }
                 }
-                None => format!("a load result for extension {extension}, which it was not loading"),
-            },
+            }
             Ok(FromWorker::Ready { .. }) => "a second Ready".to_owned(),
             Err(FrameError::Closed) => break,
             Err(error) => error.to_string(),
         };
-        worker.kill(format!("killed by the supervisor: protocol violation: {violation}"));
+        worker.kill(format!(
+            "killed by the supervisor: protocol violation: {violation}"
+        ));
         break;
     }
     worker.dead.store(true, Ordering::Release);
@@ -534,8 +589,11 @@ async fn read_replies(
         Some(process) => process.wait().await.0,
         None => "gone".into(),
     };
-    let reason = lock(&worker.death_reason).get_or_insert_with(|| format!("the worker {exit}")).clone();
-    let retired_cleanly = worker.retiring.load(Ordering::Acquire) && lock(&worker.pending).is_empty();
+    let reason = lock(&worker.death_reason)
+        .get_or_insert_with(|| format!("the worker {exit}"))
+        .clone();
+    let retired_cleanly =
+        worker.retiring.load(Ordering::Acquire) && lock(&worker.pending).is_empty();
     if !retired_cleanly {
         stats.crashed.fetch_add(1, Ordering::Relaxed);
         record_backoff(&mut lock(&pool), &worker.tenant, backoff);

@@ -57,7 +57,10 @@ pub fn worker_main(options: WorkerOptions) -> Result<(), WorkerError> {
         palisade_jail::take_ipc_fd().map_err(|e| WorkerError::Sandbox(e.to_string()))?
     } else {
         // A copy of fd 0 as an owned socket; the worker's stdio stays unused.
-        std::io::stdin().as_fd().try_clone_to_owned().map_err(WorkerError::Socket)?
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(WorkerError::Socket)?
     };
     let socket = std::os::unix::net::UnixStream::from(fd);
     socket.set_nonblocking(true).map_err(WorkerError::Socket)?;
@@ -89,7 +92,11 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
         }
         Ok::<_, FrameError>(())
     });
-    let _ = replies.send(FromWorker::Ready { pid: std::process::id() }).await;
+    let _ = replies
+        .send(FromWorker::Ready {
+            pid: std::process::id(),
+        })
+        .await;
 
     // Only this loop touches the map, so it needs no lock.
     let mut extensions: HashMap<u64, Extension> = HashMap::new();
@@ -101,7 +108,11 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
             Err(error) => return Err(error.into()),
         };
         match message {
-            ToWorker::Load { extension, manifest, wasm } => {
+            ToWorker::Load {
+                extension,
+                manifest,
+                wasm,
+            } => {
                 let result = Manifest::parse(&manifest)
                     .map_err(|e| InvocationError::new(ErrorKind::InvalidManifest, e.to_string()))
                     .and_then(|manifest| runtime.load(&manifest, &wasm));
@@ -121,7 +132,12 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                         ErrorKind::Internal,
                         format!("extension {extension} was not loaded in this worker"),
                     ));
-                    let _ = replies.send(FromWorker::Done { invocation, outcome }).await;
+                    let _ = replies
+                        .send(FromWorker::Done {
+                            invocation,
+                            outcome,
+                        })
+                        .await;
                     continue;
                 };
                 let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -137,7 +153,12 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                     };
                     let outcome = runtime.invoke(&loaded, request, &limits).await;
                     drop(permit);
-                    let _ = replies.send(FromWorker::Done { invocation, outcome }).await;
+                    let _ = replies
+                        .send(FromWorker::Done {
+                            invocation,
+                            outcome,
+                        })
+                        .await;
                 });
             }
             ToWorker::Shutdown => break,

@@ -3,7 +3,10 @@
 //! kills only that tenant's worker and is reported as `worker_crashed` with the reason, and
 //! strict mode refuses to run when a layer is missing.
 
-#![allow(clippy::unwrap_used, reason = "test setup: a failure should stop the test loudly")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup: a failure should stop the test loudly"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +35,11 @@ fn fixture(name: &str) -> (ExtensionSource, Limits) {
     let text = std::fs::read_to_string(dir.join("palisade.toml")).unwrap();
     let manifest = palisade_model::Manifest::parse(&text).unwrap();
     let wasm = std::fs::read(dir.join(&manifest.component.path)).unwrap();
-    let limits = Limits::resolve(manifest.limits.get_ref(), &Limits::DEFAULT, &Limits::CEILING);
+    let limits = Limits::resolve(
+        manifest.limits.get_ref(),
+        &Limits::DEFAULT,
+        &Limits::CEILING,
+    );
     (ExtensionSource::new(text, wasm), limits)
 }
 
@@ -59,7 +66,10 @@ async fn wasm_attacks_get_the_same_typed_errors_inside_the_jail() {
         ("fixtures/log-flood", Some(ErrorKind::LogLimit)),
         ("fixtures/panic", Some(ErrorKind::Trap)),
         ("fixtures/guest-error", Some(ErrorKind::GuestError)),
-        ("fixtures/forbidden-import", Some(ErrorKind::ImportNotAllowed)),
+        (
+            "fixtures/forbidden-import",
+            Some(ErrorKind::ImportNotAllowed),
+        ),
         ("fixtures/counter", None),
         ("fixtures/echo", None),
     ] {
@@ -70,7 +80,11 @@ async fn wasm_attacks_get_the_same_typed_errors_inside_the_jail() {
         assert!(outcome.isolation.missing.is_empty());
     }
     let snapshot = supervisor.snapshot();
-    assert_eq!((snapshot.started, snapshot.crashed), (1, 0), "one jailed worker survived every attack");
+    assert_eq!(
+        (snapshot.started, snapshot.crashed),
+        (1, 0),
+        "one jailed worker survived every attack"
+    );
     supervisor.shutdown().await;
 }
 
@@ -87,20 +101,30 @@ async fn memory_beyond_the_tenant_cgroup_kills_only_that_worker() {
         ..limits
     };
     let (echo, echo_limits) = fixture("fixtures/echo");
-    let neighbour = supervisor.invoke("neighbour", &echo, input(), &echo_limits).await;
+    let neighbour = supervisor
+        .invoke("neighbour", &echo, input(), &echo_limits)
+        .await;
     assert!(neighbour.result.is_ok());
 
     let outcome = supervisor.invoke("greedy", &bomb, input(), &generous).await;
-    assert_eq!(kind(&outcome), Some(ErrorKind::WorkerCrashed), "{outcome:?}");
+    assert_eq!(
+        kind(&outcome),
+        Some(ErrorKind::WorkerCrashed),
+        "{outcome:?}"
+    );
     let message = outcome.result.unwrap_err().message;
     assert!(message.contains("out-of-memory"), "{message}");
 
     // The other tenant's worker is untouched and still serves.
-    let neighbour = supervisor.invoke("neighbour", &echo, input(), &echo_limits).await;
+    let neighbour = supervisor
+        .invoke("neighbour", &echo, input(), &echo_limits)
+        .await;
     assert_eq!(neighbour.result.unwrap().body, b"hi");
     // The greedy tenant gets a fresh worker after its backoff.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let again = supervisor.invoke("greedy", &echo, input(), &echo_limits).await;
+    let again = supervisor
+        .invoke("greedy", &echo, input(), &echo_limits)
+        .await;
     assert_eq!(again.result.unwrap().body, b"hi");
     let snapshot = supervisor.snapshot();
     assert_eq!(snapshot.crashed, 1);
@@ -110,7 +134,10 @@ async fn memory_beyond_the_tenant_cgroup_kills_only_that_worker() {
 
 /// The cgroup hierarchy this host does not use, so asking for it must fail.
 fn unavailable_cgroup_version() -> CgroupVersion {
-    let cgroups = palisade_jail::doctor().into_iter().find(|l| l.name == "cgroups").unwrap();
+    let cgroups = palisade_jail::doctor()
+        .into_iter()
+        .find(|l| l.name == "cgroups")
+        .unwrap();
     if cgroups.detail.contains("using v1") {
         CgroupVersion::V2
     } else {
@@ -126,7 +153,11 @@ async fn strict_mode_refuses_and_degraded_mode_says_what_is_missing() {
 
     let strict = jailed_supervisor(template.clone());
     let outcome = strict.invoke("acme", &echo, input(), &limits).await;
-    assert_eq!(kind(&outcome), Some(ErrorKind::IsolationUnavailable), "{outcome:?}");
+    assert_eq!(
+        kind(&outcome),
+        Some(ErrorKind::IsolationUnavailable),
+        "{outcome:?}"
+    );
     assert!(outcome.result.unwrap_err().message.contains("cgroups"));
 
     template.mode = Mode::AllowDegraded;

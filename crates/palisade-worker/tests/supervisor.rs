@@ -2,14 +2,19 @@
 //! enforced from outside, crashes and protocol violations turned into `worker_crashed` for
 //! every invocation held, deterministic eviction, and no invocation lost.
 
-#![allow(clippy::unwrap_used, reason = "test setup: a failure should stop the test loudly")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup: a failure should stop the test loudly"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_model::{ErrorKind, Limits, Outcome};
 use palisade_worker::protocol::WireRequest;
-use palisade_worker::{ExtensionSource, PlainLauncher, Supervisor, SupervisorConfig, WorkerCommand};
+use palisade_worker::{
+    ExtensionSource, PlainLauncher, Supervisor, SupervisorConfig, WorkerCommand,
+};
 
 fn real_workers(config: SupervisorConfig) -> Supervisor {
     let launcher = PlainLauncher {
@@ -69,7 +74,9 @@ fn limits(wall_ms: u64) -> Limits {
 async fn invocations_run_in_a_worker_and_limits_hold_there() {
     let supervisor = real_workers(SupervisorConfig::default());
     let echo = fixture("fixtures/echo");
-    let outcome = supervisor.invoke("acme", &echo, text("hello"), &limits(2000)).await;
+    let outcome = supervisor
+        .invoke("acme", &echo, text("hello"), &limits(2000))
+        .await;
     assert_eq!(outcome.result.unwrap().body, b"hello");
 
     let looping = fixture("fixtures/infinite-loop");
@@ -78,19 +85,31 @@ async fn invocations_run_in_a_worker_and_limits_hold_there() {
         ..limits(5000)
     };
     let outcome = supervisor.invoke("acme", &looping, text(""), &fuel).await;
-    assert_eq!(kind(&outcome), Some(ErrorKind::FuelExhausted), "{outcome:?}");
+    assert_eq!(
+        kind(&outcome),
+        Some(ErrorKind::FuelExhausted),
+        "{outcome:?}"
+    );
 
-    let outcome = supervisor.invoke("acme", &echo, text("again"), &limits(2000)).await;
+    let outcome = supervisor
+        .invoke("acme", &echo, text("again"), &limits(2000))
+        .await;
     assert_eq!(outcome.result.unwrap().body, b"again");
     let snapshot = supervisor.snapshot();
-    assert_eq!((snapshot.started, snapshot.crashed), (1, 0), "one warm worker served all");
+    assert_eq!(
+        (snapshot.started, snapshot.crashed),
+        (1, 0),
+        "one warm worker served all"
+    );
     supervisor.shutdown().await;
     assert!(supervisor.snapshot().live.is_empty());
 }
 
 #[tokio::test]
 async fn a_silent_worker_is_killed_at_the_deadline() {
-    let script = format!("printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; exec /bin/sleep 30");
+    let script = format!(
+        "printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; exec /bin/sleep 30"
+    );
     let supervisor = fake_workers(
         &script,
         SupervisorConfig {
@@ -99,7 +118,9 @@ async fn a_silent_worker_is_killed_at_the_deadline() {
         },
     );
     let started = std::time::Instant::now();
-    let outcome = supervisor.invoke("acme", &fixture("fixtures/echo"), text(""), &limits(200)).await;
+    let outcome = supervisor
+        .invoke("acme", &fixture("fixtures/echo"), text(""), &limits(200))
+        .await;
     assert_eq!(kind(&outcome), Some(ErrorKind::Timeout), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The killed worker is gone, and counted.
@@ -111,18 +132,28 @@ async fn a_silent_worker_is_killed_at_the_deadline() {
 #[tokio::test]
 async fn a_worker_that_dies_fails_every_invocation_it_held() {
     // Says Ready and Loaded, reads the invocations, then exits with status 3.
-    let script = format!("printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; /bin/sleep 0.3; exit 3");
+    let script = format!(
+        "printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; /bin/sleep 0.3; exit 3"
+    );
     let supervisor = Arc::new(fake_workers(&script, SupervisorConfig::default()));
     let echo = fixture("fixtures/echo");
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let supervisor = Arc::clone(&supervisor);
         let echo = echo.clone();
-        tasks.push(tokio::spawn(async move { supervisor.invoke("acme", &echo, text(""), &limits(5000)).await }));
+        tasks.push(tokio::spawn(async move {
+            supervisor
+                .invoke("acme", &echo, text(""), &limits(5000))
+                .await
+        }));
     }
     for task in tasks {
         let outcome = task.await.unwrap();
-        assert_eq!(kind(&outcome), Some(ErrorKind::WorkerCrashed), "{outcome:?}");
+        assert_eq!(
+            kind(&outcome),
+            Some(ErrorKind::WorkerCrashed),
+            "{outcome:?}"
+        );
         let message = outcome.result.unwrap_err().message;
         assert!(message.contains("exited with status 3"), "{message}");
     }
@@ -131,34 +162,60 @@ async fn a_worker_that_dies_fails_every_invocation_it_held() {
 #[tokio::test]
 async fn protocol_violations_kill_the_worker() {
     for (garbage, expected) in [
-        (r"\377\377\377\377", "exceeds"),       // a frame far over the maximum
+        (r"\377\377\377\377", "exceeds"), // a frame far over the maximum
         (r"\000\000\000\002\007\000", "version"), // wrong protocol version
-        (r"\000\000\000\004\001\001\011\000", "which it was not loading"), // an answer nobody asked for
-        (r"\000\000\000\004\001\002\011\000", "malformed"),               // a truncated message
+        (
+            r"\000\000\000\004\001\001\011\000",
+            "which it was not loading",
+        ), // an answer nobody asked for
+        (r"\000\000\000\004\001\002\011\000", "malformed"), // a truncated message
     ] {
-        let script = format!("printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{garbage}' >&0; exec /bin/sleep 30");
+        let script = format!(
+            "printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{garbage}' >&0; exec /bin/sleep 30"
+        );
         let supervisor = fake_workers(&script, SupervisorConfig::default());
-        let outcome = supervisor.invoke("acme", &fixture("fixtures/echo"), text(""), &limits(5000)).await;
-        assert_eq!(kind(&outcome), Some(ErrorKind::WorkerCrashed), "{garbage}: {outcome:?}");
+        let outcome = supervisor
+            .invoke("acme", &fixture("fixtures/echo"), text(""), &limits(5000))
+            .await;
+        assert_eq!(
+            kind(&outcome),
+            Some(ErrorKind::WorkerCrashed),
+            "{garbage}: {outcome:?}"
+        );
         let message = outcome.result.unwrap_err().message;
-        assert!(message.contains("protocol violation") && message.contains(expected), "{message}");
+        assert!(
+            message.contains("protocol violation") && message.contains(expected),
+            "{message}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_worker_that_never_starts_is_reported_and_backed_off() {
     let supervisor = fake_workers("exit 9", SupervisorConfig::default());
-    let outcome = supervisor.invoke("acme", &fixture("fixtures/echo"), text(""), &limits(100)).await;
+    let outcome = supervisor
+        .invoke("acme", &fixture("fixtures/echo"), text(""), &limits(100))
+        .await;
     assert_eq!(kind(&outcome), Some(ErrorKind::WorkerCrashed));
-    assert!(outcome.result.unwrap_err().message.contains("exited with status 9"));
+    assert!(
+        outcome
+            .result
+            .unwrap_err()
+            .message
+            .contains("exited with status 9")
+    );
     // Within the backoff window a second call fails fast instead of forking again.
     let config = SupervisorConfig {
         restart_backoff: (Duration::from_secs(30), Duration::from_secs(30)),
         ..Default::default()
     };
     let supervisor = fake_workers("exit 9", config);
-    supervisor.invoke("acme", &fixture("fixtures/echo"), text(""), &limits(100)).await;
-    let outcome = supervisor.invoke("acme", &fixture("fixtures/echo"), text(""), &limits(100)).await;
+    supervisor
+        .invoke("acme", &fixture("fixtures/echo"), text(""), &limits(100))
+        .await;
+    let outcome = supervisor
+        .invoke("acme", &fixture("fixtures/echo"), text(""), &limits(100))
+        .await;
     assert!(outcome.result.unwrap_err().message.contains("backing off"));
     assert_eq!(supervisor.snapshot().started, 1);
 }
@@ -171,12 +228,17 @@ async fn idle_workers_are_evicted_least_recently_used_first() {
     });
     let echo = fixture("fixtures/echo");
     for tenant in ["b", "a", "b", "c"] {
-        let outcome = supervisor.invoke(tenant, &echo, text(tenant), &limits(5000)).await;
+        let outcome = supervisor
+            .invoke(tenant, &echo, text(tenant), &limits(5000))
+            .await;
         assert_eq!(outcome.result.unwrap().body, tenant.as_bytes());
     }
     let snapshot = supervisor.snapshot();
     assert_eq!(snapshot.live, ["b", "c"], "a was the least recently used");
-    assert_eq!((snapshot.started, snapshot.evicted, snapshot.crashed), (3, 1, 0));
+    assert_eq!(
+        (snapshot.started, snapshot.evicted, snapshot.crashed),
+        (3, 1, 0)
+    );
     supervisor.shutdown().await;
 }
 
@@ -193,7 +255,9 @@ async fn many_tenants_over_a_small_pool_lose_nothing() {
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
             let tenant = format!("t{}", i % 6);
-            supervisor.invoke(&tenant, &counter, text(""), &limits(20_000)).await
+            supervisor
+                .invoke(&tenant, &counter, text(""), &limits(20_000))
+                .await
         }));
     }
     let mut answered = 0;

@@ -6,12 +6,19 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let jailed = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let jailed = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["__jail-launcher"] => palisade_jail::launcher::main(),
         [] => false,
         ["--jailed"] => true,
         _ => {
-            eprintln!("usage: palisade-worker [--jailed | __jail-launcher] (started by the supervisor, not by hand)");
+            eprintln!(
+                "usage: palisade-worker [--jailed | __jail-launcher] (started by the supervisor, not by hand)"
+            );
             return ExitCode::from(2);
         }
     };

@@ -142,9 +142,15 @@ fn main() {
     let mut template = palisade_jail::JailConfig::new("bench", 0, 0);
     template.launcher = Some(worker.into());
     template.launcher_args = vec!["__jail-launcher".into()];
-    let command = WorkerCommand { program: worker.into(), args: vec!["--jailed".into()] };
+    let command = WorkerCommand {
+        program: worker.into(),
+        args: vec!["--jailed".into()],
+    };
     let launcher = palisade_worker::JailLauncher::new(command, template).unwrap();
-    let supervisor = Arc::new(Supervisor::new(Arc::new(launcher), SupervisorConfig::default()));
+    let supervisor = Arc::new(Supervisor::new(
+        Arc::new(launcher),
+        SupervisorConfig::default(),
+    ));
     let (samples, first) = rt.block_on(async {
         let started = Instant::now();
         let outcome = supervisor.invoke("bench", &source, wire(), &limits).await;
@@ -156,13 +162,22 @@ fn main() {
         let mut samples = Vec::with_capacity(N);
         for _ in 0..N {
             let started = Instant::now();
-            assert!(supervisor.invoke("bench", &source, wire(), &limits).await.result.is_ok());
+            assert!(
+                supervisor
+                    .invoke("bench", &source, wire(), &limits)
+                    .await
+                    .result
+                    .is_ok()
+            );
             samples.push(started.elapsed());
         }
         (samples, first)
     });
     report("echo, warm jailed worker", samples);
-    println!("{:<44} {first:.1?}", "first call: jail + worker start + compile");
+    println!(
+        "{:<44} {first:.1?}",
+        "first call: jail + worker start + compile"
+    );
     rt.block_on(supervisor.shutdown());
 
     // Churn: 1,000 invocations over 50 tenants, at most 10 workers, 10 callers at a time.

@@ -15,7 +15,7 @@ use crate::load::LocalExtension;
 const LOCAL_TENANT: &str = "local";
 
 pub enum Executor {
-    InProcess(Runtime),
+    InProcess(Box<Runtime>),
     Workers(Supervisor),
 }
 
@@ -34,7 +34,7 @@ impl Executor {
             );
             return args
                 .runtime()
-                .map(Self::InProcess)
+                .map(|runtime| Self::InProcess(Box::new(runtime)))
                 .map_err(|e| InvocationError::new(ErrorKind::Internal, e.to_string()));
         }
         let exe = palisade_worker::jailed::current_exe().map_err(internal)?;

@@ -2,7 +2,7 @@
 //! rules each (1,000 rules), and one tenant holding all 1,000 rules itself. Precomputed
 //! (`PreparedDeployment::authorize`, a table lookup) against evaluated (`PolicyEngine::authorize`,
 //! Cedar on the baseline and the tenant layer). Criterion reports means; `percentiles` prints
-//! p50/p99 over batches. Results and the command are recorded in BENCHMARKS-policy.md.
+//! p50/p99 over batches. Results and the command are recorded in BENCHMARKS.md.
 
 #![allow(
     clippy::unwrap_used,

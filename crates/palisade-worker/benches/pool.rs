@@ -19,6 +19,8 @@ use palisade_worker::{
     ExtensionSource, PlainLauncher, Supervisor, SupervisorConfig, WorkerCommand,
 };
 
+const N: usize = 2000;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
@@ -41,6 +43,40 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Latency of `N` calls through a warm worker, after its first (cold) call and 100 warm-ups.
+fn warm_worker(
+    rt: &tokio::runtime::Runtime,
+    supervisor: &Supervisor,
+    source: &ExtensionSource,
+    limits: &Limits,
+) -> (Vec<Duration>, Duration) {
+    rt.block_on(async {
+        let started = Instant::now();
+        let outcome = supervisor.invoke("bench", source, wire(), limits).await;
+        assert!(outcome.result.is_ok(), "{outcome:?}");
+        let first = started.elapsed();
+        for _ in 0..100 {
+            supervisor.invoke("bench", source, wire(), limits).await;
+        }
+        let mut samples = Vec::with_capacity(N);
+        for _ in 0..N {
+            let started = Instant::now();
+            let outcome = supervisor.invoke("bench", source, wire(), limits).await;
+            assert!(outcome.result.is_ok(), "{outcome:?}");
+            samples.push(started.elapsed());
+        }
+        (samples, first)
+    })
+}
+
+fn wire() -> WireRequest {
+    WireRequest {
+        body: b"ping".to_vec(),
+        content_type: "text/plain".into(),
+        metadata: vec![],
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -53,7 +89,6 @@ fn main() {
     let wasm = std::fs::read(dir.join(&manifest.component.path)).unwrap();
     let source = ExtensionSource::new(manifest_text, wasm.clone());
     let limits = Limits::DEFAULT;
-    const N: usize = 2000;
 
     // In-process.
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
@@ -94,38 +129,7 @@ fn main() {
         Arc::new(launcher),
         SupervisorConfig::default(),
     ));
-    let wire = || WireRequest {
-        body: b"ping".to_vec(),
-        content_type: "text/plain".into(),
-        metadata: vec![],
-    };
-    let (samples, first) = rt.block_on(async {
-        let started = Instant::now();
-        assert!(
-            supervisor
-                .invoke("bench", &source, wire(), &limits)
-                .await
-                .result
-                .is_ok()
-        );
-        let first = started.elapsed();
-        for _ in 0..100 {
-            supervisor.invoke("bench", &source, wire(), &limits).await;
-        }
-        let mut samples = Vec::with_capacity(N);
-        for _ in 0..N {
-            let started = Instant::now();
-            assert!(
-                supervisor
-                    .invoke("bench", &source, wire(), &limits)
-                    .await
-                    .result
-                    .is_ok()
-            );
-            samples.push(started.elapsed());
-        }
-        (samples, first)
-    });
+    let (samples, first) = warm_worker(&rt, &supervisor, &source, &limits);
     report("echo, warm worker (no jail)", samples);
     println!(
         "{:<44} {first:.1?}",
@@ -151,28 +155,7 @@ fn main() {
         Arc::new(launcher),
         SupervisorConfig::default(),
     ));
-    let (samples, first) = rt.block_on(async {
-        let started = Instant::now();
-        let outcome = supervisor.invoke("bench", &source, wire(), &limits).await;
-        assert!(outcome.result.is_ok(), "{outcome:?}");
-        let first = started.elapsed();
-        for _ in 0..100 {
-            supervisor.invoke("bench", &source, wire(), &limits).await;
-        }
-        let mut samples = Vec::with_capacity(N);
-        for _ in 0..N {
-            let started = Instant::now();
-            assert!(
-                supervisor
-                    .invoke("bench", &source, wire(), &limits)
-                    .await
-                    .result
-                    .is_ok()
-            );
-            samples.push(started.elapsed());
-        }
-        (samples, first)
-    });
+    let (samples, first) = warm_worker(&rt, &supervisor, &source, &limits);
     report("echo, warm jailed worker", samples);
     println!(
         "{:<44} {first:.1?}",

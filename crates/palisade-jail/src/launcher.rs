@@ -601,6 +601,23 @@ fn build_root(c: &JailConfig) -> Result<(), JailError> {
             Some(&cs("size=1m,nr_inodes=4096,mode=0755")?),
         ),
     )?;
+    // Scratch first: read-only binds under /tmp (a checkout in /tmp, say) then land on top of
+    // it instead of being hidden by it.
+    if let Some(bytes) = c.scratch_bytes {
+        let tmp = Path::new(STAGING).join("tmp");
+        mount_step("mkdir /tmp", fs::create_dir_all(&tmp))?;
+        let tmp_c = sys::cstring(&tmp).map_err(|e| JailError::io("path", e))?;
+        mount_step(
+            "scratch tmpfs",
+            sys::mount(
+                Some(&cs("scratch")?),
+                &tmp_c,
+                Some(&cs("tmpfs")?),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some(&cs(&format!("size={bytes},nr_inodes=1024,mode=1777"))?),
+            ),
+        )?;
+    }
     for src in &c.readonly_paths {
         let meta = fs::metadata(src).map_err(|e| JailError::Setup {
             layer: Layer::MountNs,
@@ -642,21 +659,6 @@ fn build_root(c: &JailConfig) -> Result<(), JailError> {
         mount_step(
             &format!("remount {} read-only", src.display()),
             sys::mount(None, &target_c, None, flags, None),
-        )?;
-    }
-    if let Some(bytes) = c.scratch_bytes {
-        let tmp = Path::new(STAGING).join("tmp");
-        mount_step("mkdir /tmp", fs::create_dir_all(&tmp))?;
-        let tmp_c = sys::cstring(&tmp).map_err(|e| JailError::io("path", e))?;
-        mount_step(
-            "scratch tmpfs",
-            sys::mount(
-                Some(&cs("scratch")?),
-                &tmp_c,
-                Some(&cs("tmpfs")?),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                Some(&cs(&format!("size={bytes},nr_inodes=1024,mode=1777"))?),
-            ),
         )?;
     }
     mount_step("chdir staging", std::env::set_current_dir(STAGING))?;

@@ -123,8 +123,13 @@ async fn a_silent_worker_is_killed_at_the_deadline() {
         .await;
     assert_eq!(kind(&outcome), Some(ErrorKind::Timeout), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    // The killed worker is gone, and counted.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The killed worker is gone, and counted (once its exit has been reaped).
+    for _ in 0..100 {
+        if supervisor.snapshot().crashed == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(supervisor.snapshot().crashed, 1);
     assert!(supervisor.snapshot().live.is_empty());
 }

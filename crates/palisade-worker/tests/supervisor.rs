@@ -138,7 +138,7 @@ async fn a_silent_worker_is_killed_at_the_deadline() {
 async fn a_worker_that_dies_fails_every_invocation_it_held() {
     // Says Ready and Loaded, reads the invocations, then exits with status 3.
     let script = format!(
-        "printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; /bin/sleep 0.3; exit 3"
+        "printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; /bin/sleep 1; exit 3"
     );
     let supervisor = Arc::new(fake_workers(&script, SupervisorConfig::default()));
     let echo = fixture("fixtures/echo");

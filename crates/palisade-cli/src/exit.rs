@@ -7,8 +7,7 @@ use palisade_model::{ErrorClass, ErrorKind};
 pub const OK: u8 = 0;
 /// The extension ran and failed: a limit, a trap or its own error (or a test vector failed).
 pub const EXTENSION_FAILED: u8 = 1;
-/// The command line was wrong (clap's own status).
-#[allow(dead_code, reason = "documents clap's status next to ours")]
+/// The command line was wrong (clap's own status, reused for a bad `palisade new` name).
 pub const USAGE: u8 = 2;
 /// The extension could not be loaded: manifest, component or imports.
 pub const LOAD_FAILED: u8 = 3;

@@ -139,6 +139,19 @@ fn rmdir_when_empty(dir: &Path, deadline: Instant) {
     }
 }
 
+/// The controllers `limits` needs; the block I/O controller is `blkio` on v1 and `io` on v2.
+fn wanted_controllers(limits: &CgroupLimits, io: &'static str) -> Vec<&'static str> {
+    [
+        (limits.memory_max.is_some(), "memory"),
+        (limits.cpu_percent.is_some(), "cpu"),
+        (limits.pids_max.is_some(), "pids"),
+        (!limits.io.is_empty(), io),
+    ]
+    .into_iter()
+    .filter_map(|(needed, controller)| needed.then_some(controller))
+    .collect()
+}
+
 /// cgroup v1: one directory per controller, `/sys/fs/cgroup/<controller>/palisade/<tenant>`.
 #[derive(Debug)]
 pub struct V1 {
@@ -147,19 +160,7 @@ pub struct V1 {
 
 impl V1 {
     fn create(tenant: &str, limits: &CgroupLimits) -> Result<Result<V1, Unavailable>, JailError> {
-        let mut wanted: Vec<&'static str> = Vec::new();
-        if limits.memory_max.is_some() {
-            wanted.push("memory");
-        }
-        if limits.cpu_percent.is_some() {
-            wanted.push("cpu");
-        }
-        if limits.pids_max.is_some() {
-            wanted.push("pids");
-        }
-        if !limits.io.is_empty() {
-            wanted.push("blkio");
-        }
+        let wanted = wanted_controllers(limits, "blkio");
         for c in &wanted {
             if !v1_controller(c) {
                 return Ok(Err((
@@ -259,19 +260,7 @@ impl V2 {
         limits: &CgroupLimits,
     ) -> Result<Result<V2, Unavailable>, JailError> {
         let available = v2_controllers(&root);
-        let mut wanted: Vec<&'static str> = Vec::new();
-        if limits.memory_max.is_some() {
-            wanted.push("memory");
-        }
-        if limits.cpu_percent.is_some() {
-            wanted.push("cpu");
-        }
-        if limits.pids_max.is_some() {
-            wanted.push("pids");
-        }
-        if !limits.io.is_empty() {
-            wanted.push("io");
-        }
+        let wanted = wanted_controllers(limits, "io");
         for c in &wanted {
             if !available.iter().any(|a| a == c) {
                 return Ok(Err((

@@ -69,6 +69,17 @@ fn warm_worker(
     })
 }
 
+/// A supervisor whose workers are plain child processes (no jail).
+fn plain_supervisor(config: SupervisorConfig) -> Arc<Supervisor> {
+    let launcher = PlainLauncher {
+        command: WorkerCommand {
+            program: env!("CARGO_BIN_EXE_palisade-worker").into(),
+            args: vec![],
+        },
+    };
+    Arc::new(Supervisor::new(Arc::new(launcher), config))
+}
+
 fn wire() -> WireRequest {
     WireRequest {
         body: b"ping".to_vec(),
@@ -119,16 +130,7 @@ fn main() {
     report("echo, in-process", samples);
 
     // Through a warm worker.
-    let launcher = PlainLauncher {
-        command: WorkerCommand {
-            program: env!("CARGO_BIN_EXE_palisade-worker").into(),
-            args: vec![],
-        },
-    };
-    let supervisor = Arc::new(Supervisor::new(
-        Arc::new(launcher),
-        SupervisorConfig::default(),
-    ));
+    let supervisor = plain_supervisor(SupervisorConfig::default());
     let (samples, first) = warm_worker(&rt, &supervisor, &source, &limits);
     report("echo, warm worker (no jail)", samples);
     println!(
@@ -164,19 +166,10 @@ fn main() {
     rt.block_on(supervisor.shutdown());
 
     // Churn: 1,000 invocations over 50 tenants, at most 10 workers, 10 callers at a time.
-    let launcher = PlainLauncher {
-        command: WorkerCommand {
-            program: env!("CARGO_BIN_EXE_palisade-worker").into(),
-            args: vec![],
-        },
-    };
-    let supervisor = Arc::new(Supervisor::new(
-        Arc::new(launcher),
-        SupervisorConfig {
-            max_workers: 10,
-            ..Default::default()
-        },
-    ));
+    let supervisor = plain_supervisor(SupervisorConfig {
+        max_workers: 10,
+        ..Default::default()
+    });
     let started = Instant::now();
     let (ok, overloaded, samples) = rt.block_on(async {
         let mut handles = Vec::new();

@@ -15,6 +15,12 @@ pub const LOAD_FAILED: u8 = 3;
 pub const BAD_INPUT: u8 = 4;
 /// No capacity to run the invocation now.
 pub const OVERLOADED: u8 = 5;
+/// The server refused the request (invalid, not found, conflict).
+pub const REFUSED: u8 = 6;
+/// No usable token, or the token's role may not do this.
+pub const DENIED: u8 = 77;
+/// The server could not be reached.
+pub const UNREACHABLE: u8 = 69;
 /// Palisade itself failed.
 pub const INTERNAL: u8 = 70;
 

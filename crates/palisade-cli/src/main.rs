@@ -6,8 +6,10 @@ mod executor;
 mod exit;
 mod load;
 mod policy_cmd;
+mod remote;
 mod run;
 mod scaffold;
+mod serve;
 mod test_vectors;
 
 use std::path::PathBuf;
@@ -35,6 +37,25 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
     /// Report which isolation layers this host supports.
     Doctor(doctor::DoctorArgs),
+    /// Run the control plane: the HTTP API, the store and the worker pool.
+    Serve(serve::ServerArgs),
+    /// Start a server, create a demo tenant and token, publish, deploy and invoke the sample
+    /// extension, and print how to invoke it again.
+    Quickstart(serve::QuickstartArgs),
+    /// Manage tenants on a server.
+    Tenant(remote::TenantArgs),
+    /// Manage API tokens on a server.
+    Token(remote::TokenArgs),
+    /// Publish, list, show and review extensions on a server.
+    Ext(remote::ExtArgs),
+    /// Make a published version the active one.
+    Deploy(remote::DeployArgs),
+    /// Roll an extension back to a version deployed before.
+    Rollback(remote::RollbackArgs),
+    /// Invoke a deployed extension on a server.
+    Invoke(remote::InvokeArgs),
+    /// Verify or export a server's audit log.
+    Audit(remote::AuditArgs),
     /// The worker process (started by the supervisor, never by hand).
     #[command(name = "__worker", hide = true)]
     Worker {
@@ -77,15 +98,41 @@ impl EngineArgs {
     }
 }
 
+/// Logs go to stderr: `PALISADE_LOG` filters (default `warn`, `info` for the server),
+/// `PALISADE_LOG_FORMAT=json` writes one JSON object per line with the span fields (request
+/// and invocation ids) on every line.
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("PALISADE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A remote command's failure is printed here, with its own exit status.
+fn remote_result(result: Result<u8, remote::Failure>) -> anyhow::Result<u8> {
+    Ok(result.unwrap_or_else(|failure| {
+        eprintln!("error: {}", failure.message);
+        failure.code
+    }))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(&cli.command);
     // These two must stay single-threaded until they exec or serve: no tokio runtime here.
     match &cli.command {
         Command::JailLauncher => palisade_jail::launcher::main(),
@@ -123,6 +170,15 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::doctor(&args),
             Command::Worker { .. } | Command::JailLauncher => Ok(exit::INTERNAL),
             Command::Policy(args) => policy_cmd::policy(args),
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Quickstart(args) => serve::quickstart(args).await,
+            Command::Tenant(args) => remote_result(remote::tenant(args).await),
+            Command::Token(args) => remote_result(remote::token(args).await),
+            Command::Ext(args) => remote_result(remote::ext(args).await),
+            Command::Deploy(args) => remote_result(remote::deploy(args).await),
+            Command::Rollback(args) => remote_result(remote::rollback(args).await),
+            Command::Invoke(args) => remote_result(remote::invoke(args).await),
+            Command::Audit(args) => remote_result(remote::audit(args).await),
         }
     });
     match result {

@@ -32,7 +32,7 @@ pub struct RunArgs {
     engine: EngineArgs,
 }
 
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))

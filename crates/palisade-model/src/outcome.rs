@@ -37,6 +37,9 @@ pub enum ErrorKind {
     InvalidManifest,
     /// No capacity right now; retry later.
     Overloaded,
+    /// The tenant's invocation rate or concurrency quota is used up; retry after the time the
+    /// caller is given (HTTP `Retry-After`).
+    RateLimited,
     /// The worker process running the invocation died (out of memory, killed by seccomp,
     /// crashed, or broke the IPC protocol). The message names the reason.
     WorkerCrashed,
@@ -62,7 +65,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorKind {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::FuelExhausted,
         Self::Timeout,
         Self::MemoryLimit,
@@ -76,6 +79,7 @@ impl ErrorKind {
         Self::InvalidComponent,
         Self::InvalidManifest,
         Self::Overloaded,
+        Self::RateLimited,
         Self::WorkerCrashed,
         Self::IsolationUnavailable,
         Self::Internal,
@@ -96,6 +100,7 @@ impl ErrorKind {
             Self::InvalidComponent => "invalid_component",
             Self::InvalidManifest => "invalid_manifest",
             Self::Overloaded => "overloaded",
+            Self::RateLimited => "rate_limited",
             Self::WorkerCrashed => "worker_crashed",
             Self::IsolationUnavailable => "isolation_unavailable",
             Self::Internal => "internal",
@@ -117,7 +122,7 @@ impl ErrorKind {
                 ErrorClass::Load
             }
             Self::InputTooLarge => ErrorClass::Input,
-            Self::Overloaded => ErrorClass::Capacity,
+            Self::Overloaded | Self::RateLimited => ErrorClass::Capacity,
             Self::IsolationUnavailable | Self::Internal => ErrorClass::Internal,
         }
     }

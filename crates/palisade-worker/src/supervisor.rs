@@ -234,6 +234,21 @@ impl Supervisor {
         outcome
     }
 
+    /// Loads (compiles and checks) `extension` in `tenant`'s worker without running it: how
+    /// the control plane validates a component inside the tenant's jail before accepting it.
+    /// The worker keeps it loaded for the invocations that follow.
+    pub async fn load(
+        &self,
+        tenant: &str,
+        extension: &ExtensionSource,
+    ) -> Result<(), InvocationError> {
+        let deadline = Instant::now() + self.config.start_timeout + self.config.load_timeout;
+        let worker = self.worker_for(tenant, deadline).await?;
+        worker.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(Arc::clone(&worker));
+        self.ensure_loaded(&worker, extension).await.map(|_| ())
+    }
+
     async fn invoke_in_worker(
         &self,
         tenant: &str,
@@ -269,6 +284,12 @@ impl Supervisor {
             lock(&worker.pending).remove(&invocation);
             return Err(crashed(self.reason_of(&worker)));
         }
+        tracing::debug!(
+            tenant,
+            invocation,
+            worker_pid = worker.pid,
+            "sent to the worker"
+        );
         // The guest's deadline counts from here: starting a worker and compiling the
         // extension have their own timeouts.
         let reply_deadline = Instant::now() + limits.wall_time + self.config.deadline_grace;

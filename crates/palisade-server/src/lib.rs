@@ -1,0 +1,292 @@
+//! Palisade's control plane: the HTTP API over the store, the policy engine and the worker
+//! pool. One process serves tenants, tokens, extensions, deployments, policies, the audit log
+//! and invocations, on the embedded default (SQLite and a local artifact directory).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), palisade_server::ServerError> {
+//! use palisade_server::{Server, ServerConfig};
+//!
+//! let config = ServerConfig::new("/var/lib/palisade".into(), "127.0.0.1:8700".parse().unwrap());
+//! let server = Server::start(config).await?;     // bound, bootstrapped, serving
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().await;                        // drains in-flight invocations
+//! # Ok(()) }
+//! ```
+//!
+//! An invocation's path: authenticate (bearer token, cached) → tenant scope and role →
+//! tenant active → the active deployment, resolved once (component verified from the
+//! artifact store, effective limits from the policy engine) → admission (the tenant's rate
+//! and concurrency, the global cap) → the tenant's worker → the answer with the status of
+//! its kind.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod auth;
+pub mod error;
+pub mod executor;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use palisade_api::Role;
+use palisade_store::{Actor, NewToken, Store, StoreOptions, now_ms};
+use palisade_worker::SupervisorConfig;
+use tokio::sync::watch;
+
+pub use admission::AdmissionConfig;
+pub use executor::{Executor, Isolation, WorkerProgram};
+pub use state::{AppState, Settings};
+
+/// Where the first platform administrator's token is written, inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Everything `palisade serve` can set.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub isolation: Isolation,
+    pub worker: WorkerProgram,
+    pub pool: SupervisorConfig,
+    pub admission: AdmissionConfig,
+    pub settings: Settings,
+    pub store: StoreOptions,
+    /// Tenants with their own metric labels (the rest share `_other`; 0 keeps none).
+    pub max_tenant_labels: usize,
+    /// How long shutdown waits for in-flight requests before it stops waiting.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults: jailed workers (strict), the running executable as the worker program,
+    /// review required.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            isolation: Isolation::Jailed {
+                allow_degraded: false,
+            },
+            worker: WorkerProgram {
+                program: std::env::current_exe().unwrap_or_else(|_| "palisade".into()),
+                worker_args: vec!["__worker".into()],
+                launcher_args: vec!["__jail-launcher".into()],
+            },
+            pool: SupervisorConfig::default(),
+            admission: AdmissionConfig::default(),
+            settings: Settings {
+                require_review: true,
+            },
+            store: StoreOptions::default(),
+            max_tenant_labels: 100,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] palisade_store::StoreError),
+    #[error("the stored policies cannot be loaded: {0}")]
+    Policy(String),
+    #[error(transparent)]
+    Executor(#[from] executor::ExecutorError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot write the administrator token to {path}: {error}")]
+    AdminToken {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Builds the shared state from the store (policies loaded, executor ready) without binding a
+/// socket: what tests drive in-process with `tower::ServiceExt::oneshot`.
+pub async fn build_state(
+    config: &ServerConfig,
+) -> Result<(Arc<AppState>, Option<String>), ServerError> {
+    let store = Store::open(&config.data_dir, config.store.clone()).await?;
+    let admin_token = bootstrap(&store, config).await?;
+    let snapshot = store.policy_snapshot().await?;
+    let engine = palisade_policy::store::engine_at(&snapshot, None)
+        .map_err(|e| ServerError::Policy(e.to_string()))?;
+    let executor = Arc::new(Executor::new(
+        &config.isolation,
+        &config.worker,
+        config.pool.clone(),
+    )?);
+    let metrics = metrics::Metrics::new(config.max_tenant_labels, Arc::clone(&executor));
+    let state = Arc::new(AppState::new(
+        store,
+        config.settings.clone(),
+        executor,
+        metrics,
+        admission::Admission::new(config.admission.clone()),
+        engine,
+    ));
+    Ok((state, admin_token))
+}
+
+/// On first start (no live platform administrator), mints one and writes its token to
+/// `DATA_DIR/admin.token` (mode 0600). Returns the token when it minted one.
+async fn bootstrap(store: &Store, config: &ServerConfig) -> Result<Option<String>, ServerError> {
+    if store.has_live_admin().await? {
+        return Ok(None);
+    }
+    let expires_ms = now_ms().saturating_add(400 * 86_400 * 1000);
+    let (token, info) = store
+        .create_token(
+            &Actor::system(),
+            NewToken::Principal {
+                name: "admin".into(),
+                role: Role::PlatformAdmin,
+                tenant: None,
+                expires_ms,
+            },
+        )
+        .await?;
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    write_secret(&path, &token).map_err(|error| ServerError::AdminToken {
+        path: path.clone(),
+        error,
+    })?;
+    tracing::warn!(
+        token_id = %info.id,
+        path = %path.display(),
+        "no platform administrator existed: minted one; its token is in the file named here"
+    );
+    Ok(Some(token))
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    admin_token: Option<String>,
+}
+
+impl Server {
+    /// Opens the store, bootstraps, binds and starts serving.
+    pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        let (state, admin_token) = build_state(&config).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| ServerError::Listen {
+                addr: config.listen,
+                error,
+            })?;
+        let addr = listener.local_addr().map_err(|error| ServerError::Listen {
+            addr: config.listen,
+            error,
+        })?;
+        let (stop, mut stopped) = watch::channel(false);
+        let app = routes::router(Arc::clone(&state));
+        let drain_state = Arc::clone(&state);
+        let timeout = config.shutdown_timeout;
+        let task = tokio::spawn(async move {
+            let mut signal = stopped.clone();
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+                drain_state.draining.store(true, Ordering::Release);
+                tracing::info!("shutting down: finishing in-flight requests");
+            });
+            let serve = std::pin::pin!(serve.into_future());
+            tokio::select! {
+                result = serve => {
+                    if let Err(error) = result {
+                        tracing::error!(%error, "the HTTP server failed");
+                    }
+                }
+                () = async {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(timeout).await;
+                } => tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway"),
+            }
+        });
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "palisade is serving");
+        Ok(Self {
+            addr,
+            state,
+            stop,
+            task,
+            admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// The first administrator's token, when this start minted it.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// Stops accepting connections, finishes in-flight requests (up to the shutdown
+    /// timeout), retires the workers and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.state.executor.shutdown().await;
+        self.state.store.close().await;
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

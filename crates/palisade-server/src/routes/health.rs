@@ -1,0 +1,76 @@
+//! Liveness, readiness, metrics and the API description: the endpoints that need no token.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use palisade_api::Health;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The server takes work: the store answers and shutdown has not started.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let status = if state.draining.load(Ordering::Acquire) {
+        Some("draining")
+    } else if state.store.ping().await.is_err() {
+        Some("store_unavailable")
+    } else {
+        None
+    };
+    match status {
+        None => Json(Health {
+            status: "ok".into(),
+        })
+        .into_response(),
+        Some(status) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: status.into(),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+/// Metrics in the Prometheus/OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => ApiError::internal(format!("cannot encode metrics: {error}")).into_response(),
+    }
+}
+
+/// This API's OpenAPI 3 description, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}

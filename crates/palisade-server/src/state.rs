@@ -1,0 +1,191 @@
+//! The server's shared state: the store, the caches that keep the invoke path free of
+//! database reads (tokens, tenant states, resolved deployments, the policy engine), admission,
+//! the executor and metrics.
+//!
+//! Caches are invalidated by the handlers that change what they hold, in this process; a
+//! multi-node deployment (PostgreSQL, later) will need cross-node invalidation.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use palisade_api::{Deployment, ExtensionVersion, TenantState};
+use palisade_model::{Limits, Manifest};
+use palisade_policy::{EffectiveLimits, LimitKey, PolicyEngine, TenantId};
+use palisade_store::Store;
+use palisade_worker::ExtensionSource;
+
+use crate::admission::{Admission, TenantQuota};
+use crate::auth::TokenCache;
+use crate::error::{ApiError, ApiResult};
+use crate::executor::Executor;
+use crate::metrics::Metrics;
+
+/// Server behaviour the operator chooses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Versions must be approved by a platform reviewer before they can be deployed.
+    pub require_review: bool,
+}
+
+/// An active deployment made ready to invoke: its component (verified when read from the
+/// artifact store), manifest and the limits every invocation runs under.
+#[derive(Debug)]
+pub struct Resolved {
+    pub deployment: Deployment,
+    pub version: ExtensionVersion,
+    pub source: ExtensionSource,
+    pub effective: EffectiveLimits,
+    pub limits: Limits,
+    pub quota: TenantQuota,
+}
+
+type DeploymentKey = (String, String);
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub settings: Settings,
+    pub tokens: TokenCache,
+    pub executor: Arc<Executor>,
+    pub metrics: Metrics,
+    pub admission: Admission,
+    policy: RwLock<Arc<PolicyEngine>>,
+    tenants: Mutex<HashMap<String, TenantState>>,
+    deployments: Mutex<HashMap<DeploymentKey, Arc<Resolved>>>,
+    /// Set when shutdown starts: `/readyz` fails so load balancers stop sending work.
+    pub draining: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        executor: Arc<Executor>,
+        metrics: Metrics,
+        admission: Admission,
+        policy: PolicyEngine,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            tokens: TokenCache::default(),
+            executor,
+            metrics,
+            admission,
+            policy: RwLock::new(Arc::new(policy)),
+            tenants: Mutex::default(),
+            deployments: Mutex::default(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn policy(&self) -> Arc<PolicyEngine> {
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Installs a new policy engine; every resolved deployment is resolved again (its limits
+    /// may have changed).
+    pub fn set_policy(&self, engine: PolicyEngine) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(engine);
+        lock(&self.deployments).clear();
+    }
+
+    /// The tenant's state, or `None` if it does not exist.
+    pub async fn tenant_state(&self, tenant: &str) -> ApiResult<Option<TenantState>> {
+        if let Some(state) = lock(&self.tenants).get(tenant) {
+            return Ok(Some(*state));
+        }
+        let Some(found) = self.store.tenant(tenant).await? else {
+            return Ok(None);
+        };
+        lock(&self.tenants).insert(found.id, found.state);
+        Ok(Some(found.state))
+    }
+
+    pub fn tenant_changed(&self, tenant: &str, state: TenantState) {
+        lock(&self.tenants).insert(tenant.to_owned(), state);
+    }
+
+    /// Fails with `404` unless the tenant exists.
+    pub async fn require_tenant(&self, tenant: &str) -> ApiResult<TenantState> {
+        self.tenant_state(tenant)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("tenant {tenant}")))
+    }
+
+    pub fn deployment_changed(&self, tenant: &str, name: &str) {
+        lock(&self.deployments).remove(&(tenant.to_owned(), name.to_owned()));
+    }
+
+    /// The tenant-wide admission quota from the effective policy.
+    pub fn quota(&self, tenant: &TenantId) -> TenantQuota {
+        let limits = self.policy().tenant_limits(tenant);
+        TenantQuota {
+            rate: limits.get(LimitKey::Rate),
+            concurrency: limits.get(LimitKey::Concurrency),
+        }
+    }
+
+    /// The active deployment of `tenant/name`, ready to invoke.
+    pub async fn resolve(&self, tenant: &str, name: &str) -> ApiResult<Arc<Resolved>> {
+        let key = (tenant.to_owned(), name.to_owned());
+        if let Some(resolved) = lock(&self.deployments).get(&key) {
+            return Ok(Arc::clone(resolved));
+        }
+        let deployment = self
+            .store
+            .active_deployment(tenant, name)
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("an active deployment of {tenant}/{name}"))
+            })?;
+        let version = self
+            .store
+            .version(tenant, name, &deployment.version)
+            .await?
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "deployment {} names {tenant}/{name}@{}, which is not stored",
+                    deployment.seq, deployment.version
+                ))
+            })?;
+        let wasm = self.store.artifact(&version.component_sha256).await?;
+        let manifest = Manifest::parse(&version.manifest).map_err(|e| {
+            ApiError::internal(format!(
+                "the stored manifest of {tenant}/{name} is invalid: {e}"
+            ))
+        })?;
+        let tenant_id = TenantId::new(tenant).map_err(|e| ApiError::internal(e.to_string()))?;
+        let policy = self.policy();
+        let effective = policy.effective_limits(&palisade_policy::Deployment::new(
+            tenant_id.clone(),
+            manifest,
+        ));
+        let resolved = Arc::new(Resolved {
+            source: ExtensionSource::new(version.manifest.clone(), wasm),
+            limits: effective.runtime(),
+            quota: self.quota(&tenant_id),
+            effective,
+            deployment,
+            version,
+        });
+        lock(&self.deployments).insert(key, Arc::clone(&resolved));
+        Ok(resolved)
+    }
+}

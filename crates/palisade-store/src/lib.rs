@@ -1,0 +1,224 @@
+//! Palisade's control-plane store: tenants, principals and their API tokens, extensions and
+//! their versions, deployments, policy versions, and the hash-chained audit log, in SQLite
+//! (WAL mode), with components kept as content-addressed artifacts beside it.
+//!
+//! Every change is one transaction that also appends its audit entry, so a change and its
+//! audit entry are stored together or not at all; a component's artifact is written (and
+//! synced) before the row that names it, so a crash never leaves a row without its bytes.
+//! The SQL is written so PostgreSQL can run it too (numbered `$n` parameters, no
+//! AUTOINCREMENT, BIGINT and TEXT only), for the multi-node backend that comes later.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), palisade_store::StoreError> {
+//! use palisade_store::{Actor, Store, StoreOptions};
+//!
+//! let store = Store::open(std::path::Path::new("/var/lib/palisade"), StoreOptions::default()).await?;
+//! let tenant = store.create_tenant(&Actor::system(), "acme").await?;
+//! assert_eq!(tenant.id, "acme");
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod artifacts;
+mod audit;
+mod error;
+mod extensions;
+mod policies;
+mod tenants;
+mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+pub use artifacts::{ArtifactStore, MAX_ARTIFACT_BYTES};
+pub use audit::{AuditReport, Change};
+pub use error::StoreError;
+pub use extensions::NewVersion;
+pub use policies::PolicySnapshot;
+pub use tokens::{AuthenticatedToken, NewToken, TOKEN_PREFIX, hash_secret};
+
+/// Who makes a change, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// A principal id, or `system`.
+    pub principal: String,
+    /// The API request, or `-`.
+    pub request_id: String,
+}
+
+impl Actor {
+    /// Changes the server makes by itself (bootstrap).
+    pub fn system() -> Self {
+        Self {
+            principal: "system".into(),
+            request_id: "-".into(),
+        }
+    }
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections for reads; writes take one of them with `BEGIN IMMEDIATE`.
+    pub max_connections: u32,
+    /// How long a statement waits for SQLite's write lock.
+    pub busy_timeout: Duration,
+    /// `FULL` makes every acknowledged commit survive power loss, not only a crash.
+    pub synchronous_full: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+            synchronous_full: true,
+        }
+    }
+}
+
+/// The database file inside a data directory.
+pub const DATABASE_FILE: &str = "palisade.db";
+
+/// The store: a SQLite pool and the artifact directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    artifacts: ArtifactStore,
+    data_dir: PathBuf,
+}
+
+/// The schema's migrations, embedded: `migrations/NNNN_*.sql`, applied in order, each once,
+/// with its checksum recorded so an edited migration is refused.
+fn migrator() -> sqlx::migrate::Migrator {
+    use std::borrow::Cow;
+
+    use sqlx::migrate::{Migration, MigrationType};
+    let migrations = vec![Migration::new(
+        1,
+        Cow::Borrowed("control plane"),
+        MigrationType::Simple,
+        sqlx::SqlStr::from_static(include_str!("../migrations/0001_control_plane.sql")),
+        false,
+    )];
+    sqlx::migrate::Migrator::with_migrations(migrations)
+}
+
+impl Store {
+    /// Opens (creating) the store in `data_dir`: the database in WAL mode with foreign keys
+    /// on, migrated to the current schema, and the artifact directory.
+    pub async fn open(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let data_error = |error| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            error,
+        };
+        std::fs::create_dir_all(data_dir).map_err(data_error)?;
+        restrict_permissions(data_dir).map_err(data_error)?;
+        let path = data_dir.join(DATABASE_FILE);
+        let connect = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if options.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
+            .await?;
+        migrator().run(&pool).await?;
+        let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
+        Ok(Self {
+            pool,
+            artifacts,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock up front, so two
+    /// writers never deadlock upgrading a read lock, and sequence numbers read inside it
+    /// cannot be taken by anyone else.
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Reads an artifact off the blocking thread pool, verified against its digest.
+    pub async fn artifact(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let artifacts = self.artifacts.clone();
+        let digest = digest.to_owned();
+        tokio::task::spawn_blocking(move || artifacts.get(&digest))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("artifact reader failed: {e}")))?
+    }
+
+    /// Checks what a crash could have broken: every version's artifact exists and verifies,
+    /// and the audit chain is intact. Returns the problems found (empty: consistent).
+    pub async fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
+        let mut problems = Vec::new();
+        let digests: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT tenant_id, name, version, component_sha256 FROM extension_versions",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (tenant, name, version, digest) in digests {
+            if let Err(error) = self.artifact(&digest).await {
+                problems.push(format!("{tenant}/{name}@{version}: {error}"));
+            }
+        }
+        let report = self.verify_audit(None).await?;
+        if let Some(problem) = report.broken {
+            problems.push(format!("audit log: {problem}"));
+        }
+        Ok(problems)
+    }
+}
+
+fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `u64` from a BIGINT column that the schema keeps non-negative.
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A BIGINT for a `u64` (saturating; the values stored here are far below `i64::MAX`).
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

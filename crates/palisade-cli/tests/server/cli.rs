@@ -1,0 +1,306 @@
+//! The `palisade` CLI as a client of a running server: the whole flow from tenant to
+//! rollback, audit verification (which names the first bad entry after tampering), clear
+//! errors with their own exit statuses for an unreachable server, a bad token and a wrong
+//! tenant, and the quickstart.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::{PALISADE, ServerProcess};
+
+fn palisade(server: Option<&ServerProcess>, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(PALISADE);
+    command
+        .args(args)
+        .env_remove("PALISADE_TOKEN")
+        .env("XDG_CONFIG_HOME", "/nonexistent");
+    if let Some(server) = server {
+        command.env("PALISADE_SERVER", &server.url);
+    }
+    if let Some(token) = token {
+        command.env("PALISADE_TOKEN", token);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_cli_drives_a_server_from_tenant_to_rollback() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let admin = server.admin_token();
+    let s = Some(&server);
+    let a = Some(admin.as_str());
+
+    ok(palisade(s, a, &["tenant", "create", "acme"]));
+    ok(palisade(s, a, &["tenant", "create", "globex"]));
+    let listed = ok(palisade(s, a, &["tenant", "list"]));
+    assert!(
+        listed.contains("acme\tactive") && listed.contains("globex\tactive"),
+        "{listed}"
+    );
+    let developer = ok(palisade(
+        s,
+        a,
+        &[
+            "token",
+            "create",
+            "--name",
+            "dev",
+            "--role",
+            "tenant-admin",
+            "--tenant",
+            "acme",
+        ],
+    ));
+    let developer = developer.trim().to_owned();
+    assert!(developer.starts_with("pal_"));
+    let d = Some(developer.as_str());
+
+    let echo = palisade_testkit::guest_dir("fixtures/echo");
+    let echo = echo.to_str().unwrap();
+    let published = ok(palisade(
+        s,
+        d,
+        &["ext", "publish", echo, "--tenant", "acme"],
+    ));
+    assert!(
+        published.contains("acme/echo@0.1.0") && published.contains("published"),
+        "{published}"
+    );
+    // Not approved yet: deploying is refused with its own exit status and a clear reason.
+    let refused = palisade(s, d, &["deploy", "acme/echo@0.1.0"]);
+    assert_eq!(refused.status.code(), Some(6), "{}", text(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("review"));
+    ok(palisade(
+        s,
+        a,
+        &["ext", "approve", "acme/echo@0.1.0", "--note", "ok"],
+    ));
+    ok(palisade(s, d, &["deploy", "acme/echo@0.1.0"]));
+
+    let mut child = Command::new(PALISADE)
+        .args([
+            "invoke",
+            "acme/echo",
+            "--input",
+            "-",
+            "--content-type",
+            "text/plain",
+        ])
+        .env("PALISADE_SERVER", &server.url)
+        .env("PALISADE_TOKEN", &developer)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"through the cli").unwrap();
+    let invoked = ok(child.wait_with_output().unwrap());
+    assert_eq!(invoked.trim(), "through the cli");
+
+    // A second version, then roll back to the first.
+    let second = tempfile::tempdir().unwrap();
+    copy_fixture("fixtures/echo", second.path(), "0.2.0");
+    ok(palisade(
+        s,
+        d,
+        &[
+            "ext",
+            "publish",
+            second.path().to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ],
+    ));
+    ok(palisade(s, a, &["ext", "approve", "acme/echo@0.2.0"]));
+    ok(palisade(s, d, &["deploy", "acme/echo@0.2.0"]));
+    let rolled = ok(palisade(s, d, &["rollback", "acme/echo"]));
+    assert!(rolled.contains("now runs 0.1.0 (was 0.2.0"), "{rolled}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(palisade(s, d, &["ext", "show", "acme/echo"]))).unwrap();
+    assert_eq!(shown["active"]["version"], "0.1.0");
+
+    // Wrong tenant: it does not exist for this token; exit 6 and a clear message.
+    let other = palisade(s, d, &["ext", "list", "globex"]);
+    assert_eq!(other.status.code(), Some(6), "{}", text(&other));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("tenant globex does not exist"));
+    // A role that may not: exit 77.
+    let denied = palisade(s, d, &["tenant", "create", "initech"]);
+    assert_eq!(denied.status.code(), Some(77), "{}", text(&denied));
+
+    // The audit log: exported, verified from the server, from the file and from the database.
+    let export = ok(palisade(s, a, &["audit", "export"]));
+    assert!(export.lines().count() >= 10, "{export}");
+    let file = data.path().join("export.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let verified = ok(palisade(s, a, &["audit", "verify"]));
+    assert!(verified.contains("audit log intact"), "{verified}");
+    let anchor = verified.rsplit(' ').next().unwrap().trim().to_owned();
+    ok(palisade(
+        None,
+        None,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            file.to_str().unwrap(),
+            "--anchor",
+            &anchor,
+        ],
+    ));
+
+    // Tamper with the database behind the server's back: the first bad entry is named.
+    assert!(server.terminate().success());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let db = sqlx::SqlitePool::connect(&format!(
+            "sqlite:{}",
+            data.path().join("palisade.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("UPDATE audit_log SET detail = '{\"forged\":true}' WHERE seq = 4")
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    });
+    let broken = palisade(
+        None,
+        None,
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(broken.status.code(), Some(1), "{}", text(&broken));
+    let report = String::from_utf8_lossy(&broken.stdout);
+    assert!(
+        report.contains("BROKEN at entry 4") && report.contains("edited"),
+        "{report}"
+    );
+    // The exported copy still verifies against its anchor, so the export is the evidence.
+    ok(palisade(
+        None,
+        None,
+        &["audit", "verify", "--file", file.to_str().unwrap()],
+    ));
+}
+
+fn copy_fixture(relative: &str, to: &Path, version: &str) {
+    let (text, wasm) = crate::fixture(relative, version);
+    let manifest = palisade_model::Manifest::parse(&text).unwrap();
+    let text = text.replace(
+        &manifest.component.path.display().to_string(),
+        "component.wasm",
+    );
+    std::fs::write(to.join("palisade.toml"), text).unwrap();
+    std::fs::write(to.join("component.wasm"), wasm).unwrap();
+}
+
+#[test]
+fn client_errors_are_clear_and_have_their_own_exit_status() {
+    let unreachable = Command::new(PALISADE)
+        .args([
+            "tenant",
+            "list",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "pal_x",
+        ])
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(
+        unreachable.status.code(),
+        Some(69),
+        "{}",
+        text(&unreachable)
+    );
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the Palisade server")
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let bad = palisade(
+        Some(&server),
+        Some("pal_not-a-real-token"),
+        &["tenant", "list"],
+    );
+    assert_eq!(bad.status.code(), Some(77), "{}", text(&bad));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("unauthenticated") && stderr.contains("admin.token"),
+        "{stderr}"
+    );
+    let none = palisade(Some(&server), None, &["tenant", "list"]);
+    assert_eq!(none.status.code(), Some(77), "{}", text(&none));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no token"));
+    let bad_url = palisade(
+        None,
+        Some("pal_x"),
+        &["tenant", "list", "--server", "ftp://x"],
+    );
+    assert_eq!(bad_url.status.code(), Some(2), "{}", text(&bad_url));
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn quickstart_publishes_deploys_invokes_and_prints_the_curl_line() {
+    let data = tempfile::tempdir().unwrap();
+    palisade_testkit::build_guests();
+    let output = Command::new(PALISADE)
+        .current_dir(palisade_testkit::repo_root())
+        .args([
+            "quickstart",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = ok(output);
+    assert!(stdout.contains("\"total_cents\":2787"), "{stdout}");
+    assert!(
+        stdout.contains("curl -sS -X POST -H 'Authorization: Bearer pal_"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/v1/tenants/demo/extensions/order-totals:invoke"),
+        "{stdout}"
+    );
+    // Running it again on the same data directory works too.
+    let again = Command::new(PALISADE)
+        .current_dir(palisade_testkit::repo_root())
+        .args([
+            "quickstart",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(ok(again).contains("\"total_cents\":2787"));
+}

@@ -66,6 +66,8 @@ fn version_of(row: VersionRow) -> Result<ExtensionVersion, StoreError> {
     })
 }
 
+type SummaryRow = (String, String, i64, Option<String>, Option<String>);
+
 type DeploymentRow = (
     i64,
     String,
@@ -259,7 +261,7 @@ impl Store {
 
     /// A tenant's extensions, by name.
     pub async fn extensions(&self, tenant: &str) -> Result<Vec<ExtensionSummary>, StoreError> {
-        let rows: Vec<(String, String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+        let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT e.tenant_id, e.name, e.created_ms, \
                (SELECT d.version FROM deployments d \
                  WHERE d.tenant_id = e.tenant_id AND d.name = e.name ORDER BY d.seq DESC LIMIT 1), \

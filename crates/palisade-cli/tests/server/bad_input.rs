@@ -240,7 +240,7 @@ async fn bad_input_is_a_typed_4xx_and_stores_nothing() {
 }
 
 #[tokio::test]
-async fn an_oversized_publish_is_refused_before_it_is_read_whole() {
+async fn an_oversized_publish_is_refused_with_413() {
     let world = InProcess::new().await;
     world
         .admin(Method::POST, "/v1/tenants", Some(json!({ "id": "acme" })))

@@ -76,6 +76,9 @@ pub enum TenantState {
     Active,
     /// Invocations are refused with `tenant_suspended`; everything is kept.
     Suspended,
+    /// Its state, secrets and data keys are destroyed and its tokens revoked; its history
+    /// (versions, deployments, audit) is kept. Final.
+    Decommissioned,
 }
 
 impl TenantState {
@@ -83,11 +86,12 @@ impl TenantState {
         match self {
             Self::Active => "active",
             Self::Suspended => "suspended",
+            Self::Decommissioned => "decommissioned",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Active, Self::Suspended]
+        [Self::Active, Self::Suspended, Self::Decommissioned]
             .into_iter()
             .find(|state| state.as_str() == text)
     }
@@ -392,6 +396,59 @@ pub struct PolicyChange {
     pub stored: bool,
     pub version: u64,
     pub diff: String,
+}
+
+/// `PUT /v1/tenants/{tenant}/secrets/{name}`: a new version of a secret. Write-only: no API
+/// returns it again; only the egress gateway uses it, to inject credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetSecret {
+    /// The value as text, or
+    #[serde(default)]
+    pub value: Option<String>,
+    /// the value as base64 (exactly one of the two).
+    #[serde(default)]
+    pub value_base64: Option<String>,
+}
+
+/// A secret as listed: its name and newest version, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SecretInfo {
+    pub name: String,
+    pub version: u64,
+    pub created_ms: i64,
+    pub created_by: String,
+}
+
+/// One version of one of a tenant's data keys (`kv:NAMESPACE` or `secrets`) and how many
+/// values it still seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct KeyVersion {
+    pub scope: String,
+    pub version: u64,
+    pub created_ms: i64,
+    /// The key-encryption key that wraps it (an id, never key material).
+    pub kek_id: String,
+    pub sealed_values: u64,
+}
+
+/// A tenant's data keys and the re-encryption still to do after a rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct KeysStatus {
+    pub versions: Vec<KeyVersion>,
+    /// Values still sealed under an older version (0: rotation complete).
+    pub stale_values: u64,
+}
+
+/// What destroying state removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Destroyed {
+    pub values: u64,
 }
 
 /// The kinds of API errors, besides the invocation error kinds of `palisade-model`

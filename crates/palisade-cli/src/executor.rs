@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use palisade_model::{ErrorKind, InvocationError, Limits, Outcome};
-use palisade_runtime::{Extension, Request, Runtime};
+use palisade_runtime::{Extension, HostCalls, MemoryKv, Request, Runtime};
 use palisade_worker::protocol::WireRequest;
 use palisade_worker::{ExtensionSource, JailLauncher, Supervisor, SupervisorConfig, WorkerCommand};
 
@@ -19,11 +19,20 @@ pub enum Executor {
     Workers(Supervisor),
 }
 
-/// An extension made ready for invocations.
-pub enum Prepared {
+/// An extension made ready for invocations, with the in-memory key-value store its local
+/// runs use (the namespaces its manifest requests; data kept for this command's lifetime).
+pub struct Prepared {
+    target: Target,
+    kv: Arc<MemoryKv>,
+}
+
+enum Target {
     InProcess(Result<Extension, InvocationError>),
     Worker(ExtensionSource),
 }
+
+/// Key-value operations per invocation for local runs: the shipped baseline's `kv_ops`.
+const LOCAL_KV_OPS: u64 = 1_000;
 
 impl Executor {
     pub fn new(args: &EngineArgs) -> Result<Self, InvocationError> {
@@ -54,32 +63,42 @@ impl Executor {
     }
 
     pub fn prepare(&self, local: &LocalExtension) -> Prepared {
-        match self {
+        let target = match self {
             Self::InProcess(runtime) => {
-                Prepared::InProcess(runtime.load(&local.manifest, &local.wasm))
+                Target::InProcess(runtime.load(&local.manifest, &local.wasm))
             }
             Self::Workers(_) => {
-                Prepared::Worker(ExtensionSource::new(local.text.clone(), local.wasm.clone()))
+                Target::Worker(ExtensionSource::new(local.text.clone(), local.wasm.clone()))
             }
+        };
+        let name = &local.manifest.extension.name;
+        let kv = MemoryKv::new(
+            name.as_str(),
+            local.manifest.capabilities.kv_namespaces(name),
+            LOCAL_KV_OPS,
+        );
+        Prepared {
+            target,
+            kv: Arc::new(kv),
         }
     }
 
     pub async fn invoke(&self, prepared: &Prepared, request: Request, limits: &Limits) -> Outcome {
-        match (self, prepared) {
-            (Self::InProcess(runtime), Prepared::InProcess(Ok(extension))) => {
-                runtime.invoke(extension, request, limits).await
+        prepared.kv.reset_budget(LOCAL_KV_OPS);
+        let host: Arc<dyn HostCalls> = Arc::clone(&prepared.kv) as Arc<dyn HostCalls>;
+        match (self, &prepared.target) {
+            (Self::InProcess(runtime), Target::InProcess(Ok(extension))) => {
+                runtime.invoke_with(extension, request, limits, host).await
             }
-            (Self::InProcess(_), Prepared::InProcess(Err(error))) => {
-                Outcome::rejected(error.clone())
-            }
-            (Self::Workers(supervisor), Prepared::Worker(source)) => {
+            (Self::InProcess(_), Target::InProcess(Err(error))) => Outcome::rejected(error.clone()),
+            (Self::Workers(supervisor), Target::Worker(source)) => {
                 let request = WireRequest {
                     body: request.body,
                     content_type: request.content_type,
                     metadata: request.metadata,
                 };
                 supervisor
-                    .invoke(LOCAL_TENANT, source, request, limits)
+                    .invoke_with(LOCAL_TENANT, source, request, limits, host)
                     .await
             }
             _ => Outcome::rejected(InvocationError::new(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use palisade_api::{CreateToken, Role};
 use palisade_client::{Client, ClientError};
-use palisade_server::{Isolation, Server, ServerConfig};
+use palisade_server::{Isolation, KekSource, Server, ServerConfig};
 
 use crate::exit;
 use crate::load;
@@ -45,6 +45,14 @@ pub struct ServerArgs {
     /// Seconds shutdown waits for in-flight requests.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
+    /// The key-encryption key of tenant state and secrets: a file of 64 hex characters. Without
+    /// it (and without PALISADE_KEK), one is made in the data directory on first start.
+    #[arg(long, env = "PALISADE_KEK_FILE")]
+    kek_file: Option<PathBuf>,
+    /// The key-encryption key to rotate away from: data keys wrapped under it are re-wrapped
+    /// under the current one at start-up (then it can be destroyed).
+    #[arg(long)]
+    previous_kek_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -62,6 +70,12 @@ impl ServerArgs {
         config.admission.max_in_flight = self.max_in_flight;
         config.max_tenant_labels = self.metrics_tenants;
         config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        config.kek = match (&self.kek_file, std::env::var("PALISADE_KEK")) {
+            (Some(path), _) => KekSource::File(path.clone()),
+            (None, Ok(hex)) => KekSource::Hex(hex),
+            (None, Err(_)) => KekSource::DataDir,
+        };
+        config.previous_kek.clone_from(&self.previous_kek_file);
         config
     }
 

@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod kv;
 pub mod limits;
 pub mod manifest;
 pub mod outcome;

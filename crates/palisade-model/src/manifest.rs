@@ -58,11 +58,30 @@ pub struct ComponentRef {
     pub sha256: Option<Sha256Digest>,
 }
 
-/// Capabilities the extension requests. API v1 has none; later versions add HTTP hosts,
-/// key-value namespaces and secrets here.
+/// Capabilities the extension requests beyond logs and configuration. Nothing is granted that
+/// is not requested here, and the policy layers must grant it too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Capabilities {}
+pub struct Capabilities {
+    /// Key-value namespaces the extension reads and writes (API 1.1): `"self"` for its own,
+    /// or names of namespaces shared by the tenant's extensions.
+    #[serde(default)]
+    pub kv: Vec<Spanned<String>>,
+}
+
+impl Capabilities {
+    /// The key-value namespaces requested, resolved (`"self"` is the extension's name).
+    pub fn kv_namespaces(&self, extension: &ExtensionName) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .kv
+            .iter()
+            .filter_map(|n| crate::kv::resolve_namespace(extension.as_str(), n.get_ref()).ok())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
 
 /// A test vector: an input and exactly one expectation.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -325,6 +344,30 @@ impl Manifest {
                 self.limits.span().start,
                 format!("limits.{}", error.field),
                 error.to_string(),
+            ));
+        }
+        for namespace in &self.capabilities.kv {
+            if let Err(error) = crate::kv::resolve_namespace("self", namespace.get_ref()) {
+                return Err(ManifestError::at(
+                    text,
+                    namespace.span().start,
+                    "capabilities.kv",
+                    error.message,
+                ));
+            }
+        }
+        if !self.capabilities.kv.is_empty()
+            && self.extension.api.version < semver::Version::new(1, 1, 0)
+        {
+            let offset = text.find("[capabilities").unwrap_or(0);
+            return Err(ManifestError::at(
+                text,
+                offset,
+                "capabilities.kv",
+                format!(
+                    "key-value state needs API palisade:extension@1.1.0 or later; this manifest asks for {}",
+                    self.extension.api
+                ),
             ));
         }
         for (key, value) in &self.config {

@@ -25,6 +25,8 @@ pub enum ErrorKind {
     OutputTooLarge,
     /// The guest logged more bytes or lines than allowed.
     LogLimit,
+    /// The invocation used up its key-value operations (`kv_ops`).
+    KvQuotaExceeded,
     /// The request body exceeded the input limit.
     InputTooLarge,
     /// The extension returned its own error.
@@ -65,7 +67,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorKind {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::FuelExhausted,
         Self::Timeout,
         Self::MemoryLimit,
@@ -73,6 +75,7 @@ impl ErrorKind {
         Self::Trap,
         Self::OutputTooLarge,
         Self::LogLimit,
+        Self::KvQuotaExceeded,
         Self::InputTooLarge,
         Self::GuestError,
         Self::ImportNotAllowed,
@@ -94,6 +97,7 @@ impl ErrorKind {
             Self::Trap => "trap",
             Self::OutputTooLarge => "output_too_large",
             Self::LogLimit => "log_limit",
+            Self::KvQuotaExceeded => "kv_quota_exceeded",
             Self::InputTooLarge => "input_too_large",
             Self::GuestError => "guest_error",
             Self::ImportNotAllowed => "import_not_allowed",
@@ -116,6 +120,7 @@ impl ErrorKind {
             | Self::Trap
             | Self::OutputTooLarge
             | Self::LogLimit
+            | Self::KvQuotaExceeded
             | Self::GuestError
             | Self::WorkerCrashed => ErrorClass::Extension,
             Self::ImportNotAllowed | Self::InvalidComponent | Self::InvalidManifest => {

@@ -33,14 +33,26 @@ impl Deployment {
         }
     }
 
-    /// The capabilities the manifest requests. API v1 has exactly two host interfaces, `log`
-    /// and `config`; later API versions add the capabilities their manifests declare.
+    /// The capabilities the manifest requests. Every 1.x API has `log` and `config`; API 1.1
+    /// adds key-value state for the namespaces the manifest lists.
     pub fn requested_actions(&self) -> BTreeSet<Action> {
-        if self.manifest.extension.api == ApiPackage::extension_v1() {
-            BTreeSet::from([Action::LogWrite, Action::ConfigRead])
-        } else {
-            BTreeSet::new()
+        let api = &self.manifest.extension.api;
+        let v1 = ApiPackage::extension_v1();
+        if api.namespace != v1.namespace || api.name != v1.name || api.version.major != 1 {
+            return BTreeSet::new();
         }
+        let mut actions = BTreeSet::from([Action::LogWrite, Action::ConfigRead]);
+        if !self.kv_namespaces().is_empty() {
+            actions.extend([Action::KvRead, Action::KvWrite]);
+        }
+        actions
+    }
+
+    /// The key-value namespaces the manifest requests, resolved (`self` is the extension).
+    pub fn kv_namespaces(&self) -> Vec<String> {
+        self.manifest
+            .capabilities
+            .kv_namespaces(&self.manifest.extension.name)
     }
 
     /// Every (action, resource) this deployment can ask for that is known at deploy time:
@@ -52,6 +64,17 @@ impl Deployment {
                 tenant: self.tenant.clone(),
             },
         )];
+        for name in self.kv_namespaces() {
+            for action in [Action::KvRead, Action::KvWrite] {
+                checks.push((
+                    action,
+                    Resource::KvNamespace {
+                        tenant: self.tenant.clone(),
+                        name: name.clone(),
+                    },
+                ));
+            }
+        }
         for key in self.manifest.config_values().into_keys() {
             checks.push((
                 Action::ConfigRead,

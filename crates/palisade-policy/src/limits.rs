@@ -42,6 +42,8 @@ pub enum LimitKey {
     KvBytes,
     /// Key-value operations per invocation.
     KvOps,
+    /// Key-value operations per second, per tenant (calls over it wait, then fail).
+    KvRate,
     /// Invocations per second per tenant.
     Rate,
     /// Concurrent invocations per tenant.
@@ -68,7 +70,7 @@ pub enum Unit {
 }
 
 impl LimitKey {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Fuel,
         Self::WallTime,
         Self::Memory,
@@ -81,6 +83,7 @@ impl LimitKey {
         Self::KvKeys,
         Self::KvBytes,
         Self::KvOps,
+        Self::KvRate,
         Self::Rate,
         Self::Concurrency,
         Self::Bandwidth,
@@ -104,6 +107,7 @@ impl LimitKey {
             Self::KvKeys => "kv_keys",
             Self::KvBytes => "kv_bytes",
             Self::KvOps => "kv_ops",
+            Self::KvRate => "kv_rate",
             Self::Rate => "rate",
             Self::Concurrency => "concurrency",
             Self::Bandwidth => "bandwidth",
@@ -129,7 +133,7 @@ impl LimitKey {
             | Self::EgressBytes
             | Self::KvBytes
             | Self::WorkerMemory => Unit::Bytes,
-            Self::Rate => Unit::PerSecond,
+            Self::Rate | Self::KvRate => Unit::PerSecond,
             Self::Bandwidth | Self::DiskIo => Unit::BytesPerSecond,
             Self::WorkerCpu => Unit::Millicores,
         }
@@ -151,6 +155,7 @@ impl LimitKey {
             Self::KvKeys => 10_000_000,
             Self::KvBytes => 10 << 30,
             Self::KvOps => 100_000,
+            Self::KvRate => 1_000_000,
             Self::Rate => 100_000,
             Self::Concurrency => 1_024,
             Self::Bandwidth => 10 << 30,
@@ -333,6 +338,7 @@ pub(crate) struct RawLimits {
     kv_keys: Option<Spanned<u64>>,
     kv_bytes: Option<Spanned<ByteSize>>,
     kv_ops: Option<Spanned<u64>>,
+    kv_rate: Option<Spanned<u64>>,
     rate: Option<Spanned<u64>>,
     concurrency: Option<Spanned<u64>>,
     bandwidth: Option<Spanned<ByteSize>>,
@@ -372,6 +378,7 @@ impl RawLimits {
             (LimitKey::KvKeys, n(&self.kv_keys)),
             (LimitKey::KvBytes, b(&self.kv_bytes)),
             (LimitKey::KvOps, n(&self.kv_ops)),
+            (LimitKey::KvRate, n(&self.kv_rate)),
             (LimitKey::Rate, n(&self.rate)),
             (LimitKey::Concurrency, n(&self.concurrency)),
             (LimitKey::Bandwidth, b(&self.bandwidth)),

@@ -58,28 +58,43 @@ const WASI_STD: [(&str, &str); 20] = [
 const WASI_VERSION: semver::Version = semver::Version::new(0, 2, 12);
 
 impl Catalog {
-    /// The catalog of this build: `palisade:extension@1.0.0`.
+    /// The catalog of this build: `palisade:extension@1.0.0` (logs, configuration) and
+    /// `palisade:extension@1.1.0` (adds key-value state). Older entries stay served.
     pub fn builtin() -> Self {
-        let v1 = ApiPackage::extension_v1();
-        let mut imports: Vec<AllowedInterface> = ["types", "log", "config"]
-            .into_iter()
-            .map(|interface| AllowedInterface {
-                package: "palisade:extension",
-                interface,
-                version: v1.version.clone(),
-            })
-            .collect();
-        imports.extend(
-            WASI_STD
+        let entry = |version: semver::Version, interfaces: &[&'static str]| {
+            let mut imports: Vec<AllowedInterface> = interfaces
                 .iter()
-                .map(|(package, interface)| AllowedInterface {
-                    package,
+                .map(|interface| AllowedInterface {
+                    package: "palisade:extension",
                     interface,
-                    version: WASI_VERSION,
-                }),
-        );
+                    version: version.clone(),
+                })
+                .collect();
+            imports.extend(
+                WASI_STD
+                    .iter()
+                    .map(|(package, interface)| AllowedInterface {
+                        package,
+                        interface,
+                        version: WASI_VERSION,
+                    }),
+            );
+            CatalogEntry {
+                api: ApiPackage {
+                    version,
+                    ..ApiPackage::extension_v1()
+                },
+                imports,
+            }
+        };
         Self {
-            entries: vec![CatalogEntry { api: v1, imports }],
+            entries: vec![
+                entry(semver::Version::new(1, 0, 0), &["types", "log", "config"]),
+                entry(
+                    semver::Version::new(1, 1, 0),
+                    &["types", "log", "config", "kv"],
+                ),
+            ],
         }
     }
 
@@ -203,6 +218,18 @@ mod tests {
         ] {
             assert!(!entry.allows(name), "{name} must be refused");
         }
+    }
+
+    #[test]
+    fn each_version_allows_its_own_interfaces_only() {
+        let catalog = Catalog::builtin();
+        let v1_1 = ApiPackage::parse("palisade:extension@1.1.0").unwrap();
+        let entry = catalog.entry(&v1_1).unwrap();
+        assert!(entry.allows("palisade:extension/kv@1.1.0"));
+        assert!(entry.allows("palisade:extension/log@1.0.0"));
+        let entry = catalog.entry(&ApiPackage::extension_v1()).unwrap();
+        assert_eq!(entry.api.version, semver::Version::new(1, 0, 0));
+        assert!(!entry.allows("palisade:extension/kv@1.1.0"));
     }
 
     #[test]

@@ -1,29 +1,42 @@
-//! Host side of the extension API: the per-invocation store data, the `log` and `config`
-//! imports, and the resource limiter that caps linear memory and tables.
+//! Host side of the extension API: the per-invocation store data, the `log`, `config` and
+//! `kv` imports, and the resource limiter that caps linear memory and tables.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use palisade_model::LogLevel;
+use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capture::SharedCapture;
+use crate::host_calls::HostCalls;
 
-/// Bindings for `palisade:extension@1.0.0`. Each supported API version gets its own module
-/// so several can be served side by side.
+/// Bindings for the newest 1.x API, `palisade:extension@1.1.0`. Components built against an
+/// older 1.x (1.0.0) link against them too: the linker matches imports by semver, and the
+/// catalog still holds each component to the interfaces of the version its manifest names. A
+/// new major version gets a module of its own so both can be served side by side.
 pub mod v1 {
     wasmtime::component::bindgen!({
-        path: "../../wit/extension@1.0.0",
-        world: "palisade:extension/extension@1.0.0",
+        path: "../../wit/extension@1.1.0",
+        world: "palisade:extension/extension@1.1.0",
         imports: {
             "palisade:extension/log.write": trappable,
+            "palisade:extension/kv": async | trappable,
             default: tracing,
         },
         exports: { default: async },
+        trappable_error_type: {
+            "palisade:extension/kv.error" => palisade_model::kv::KvError,
+        },
     });
 }
+
+/// The invocation used up its key-value operations: ends it as `kv_quota_exceeded`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key-value budget exhausted: {0}")]
+pub struct KvBudgetExhausted(pub String);
 
 /// Everything one invocation's store holds. Dropped with the store after the call.
 pub(crate) struct HostState {
@@ -32,6 +45,7 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) capture: SharedCapture,
     pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) host: Arc<dyn HostCalls>,
 }
 
 impl WasiView for HostState {
@@ -67,6 +81,124 @@ impl v1::palisade::extension::log::Host for HostState {
 impl v1::palisade::extension::config::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
         self.config.get(&key).cloned()
+    }
+}
+
+type KvResult<T> = Result<T, KvError>;
+
+fn unexpected(op: &str, reply: KvReply) -> KvError {
+    KvError::new(
+        KvErrorKind::Unavailable,
+        format!("the host answered {op} with {reply:?}"),
+    )
+}
+
+impl v1::palisade::extension::kv::Host for HostState {
+    async fn get(&mut self, namespace: String, key: Vec<u8>) -> KvResult<Option<Vec<u8>>> {
+        match self.host.kv(KvOp::Get { namespace, key }).await? {
+            KvReply::Value(value) => Ok(value),
+            other => Err(unexpected("get", other)),
+        }
+    }
+
+    async fn set(&mut self, namespace: String, key: Vec<u8>, value: Vec<u8>) -> KvResult<()> {
+        match self
+            .host
+            .kv(KvOp::Set {
+                namespace,
+                key,
+                value,
+            })
+            .await?
+        {
+            KvReply::Done => Ok(()),
+            other => Err(unexpected("set", other)),
+        }
+    }
+
+    async fn delete(&mut self, namespace: String, key: Vec<u8>) -> KvResult<bool> {
+        match self.host.kv(KvOp::Delete { namespace, key }).await? {
+            KvReply::Bool(existed) => Ok(existed),
+            other => Err(unexpected("delete", other)),
+        }
+    }
+
+    async fn exists(&mut self, namespace: String, key: Vec<u8>) -> KvResult<bool> {
+        match self.host.kv(KvOp::Exists { namespace, key }).await? {
+            KvReply::Bool(exists) => Ok(exists),
+            other => Err(unexpected("exists", other)),
+        }
+    }
+
+    async fn list_keys(
+        &mut self,
+        namespace: String,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> KvResult<v1::palisade::extension::kv::KeyPage> {
+        let op = KvOp::List {
+            namespace,
+            prefix,
+            after,
+            limit,
+        };
+        match self.host.kv(op).await? {
+            KvReply::Keys { keys, next } => Ok(v1::palisade::extension::kv::KeyPage { keys, next }),
+            other => Err(unexpected("list-keys", other)),
+        }
+    }
+
+    async fn increment(&mut self, namespace: String, key: Vec<u8>, delta: i64) -> KvResult<i64> {
+        match self
+            .host
+            .kv(KvOp::Increment {
+                namespace,
+                key,
+                delta,
+            })
+            .await?
+        {
+            KvReply::Counter(value) => Ok(value),
+            other => Err(unexpected("increment", other)),
+        }
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        namespace: String,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> KvResult<bool> {
+        let op = KvOp::CompareAndSwap {
+            namespace,
+            key,
+            expected,
+            value,
+        };
+        match self.host.kv(op).await? {
+            KvReply::Bool(swapped) => Ok(swapped),
+            other => Err(unexpected("compare-and-swap", other)),
+        }
+    }
+
+    fn convert_error(
+        &mut self,
+        error: KvError,
+    ) -> wasmtime::Result<v1::palisade::extension::kv::Error> {
+        use v1::palisade::extension::kv::Error;
+        Ok(match error.kind {
+            KvErrorKind::InvocationBudget => {
+                return Err(wasmtime::Error::new(KvBudgetExhausted(error.message)));
+            }
+            KvErrorKind::QuotaExceeded => Error::QuotaExceeded(error.message),
+            KvErrorKind::InvalidKey => Error::InvalidKey(error.message),
+            KvErrorKind::ValueTooLarge => Error::ValueTooLarge(error.message),
+            KvErrorKind::Denied => Error::Denied(error.message),
+            KvErrorKind::WrongType => Error::WrongType(error.message),
+            KvErrorKind::Unavailable => Error::Unavailable(error.message),
+        })
     }
 }
 

@@ -22,9 +22,11 @@ pub mod cache;
 pub mod capture;
 pub mod catalog;
 mod host;
+pub mod host_calls;
 mod runtime;
 
 pub use cache::CacheSource;
 pub use catalog::Catalog;
-pub use host::{MemoryLimitExceeded, TableLimitExceeded};
+pub use host::{KvBudgetExhausted, MemoryLimitExceeded, TableLimitExceeded};
+pub use host_calls::{HostCalls, MemoryKv, NoHostCalls};
 pub use runtime::{Extension, Request, Runtime, RuntimeConfig, RuntimeError};

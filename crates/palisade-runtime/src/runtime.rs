@@ -21,7 +21,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::cache::{CacheSource, ComponentCache};
 use crate::capture::{LogLimitExceeded, SharedCapture};
 use crate::catalog::Catalog;
-use crate::host::{HostState, MemoryLimitExceeded, MemoryLimiter, TableLimitExceeded, v1};
+use crate::host::{
+    HostState, KvBudgetExhausted, MemoryLimitExceeded, MemoryLimiter, TableLimitExceeded, v1,
+};
+use crate::host_calls::{HostCalls, NoHostCalls};
 
 /// How the engine is built. One engine serves every extension of a process.
 #[derive(Debug, Clone)]
@@ -313,13 +316,27 @@ impl Runtime {
         v1::ExtensionPre::new(instance_pre).map_err(invalid)
     }
 
-    /// Runs one invocation under `limits` in a fresh instance. Never panics and never hangs:
-    /// every failure comes back as a typed error in the outcome.
+    /// Runs one invocation under `limits` in a fresh instance, without host calls beyond
+    /// logs and configuration (key-value calls answer `unavailable`).
     pub async fn invoke(
         &self,
         extension: &Extension,
         request: Request,
         limits: &Limits,
+    ) -> Outcome {
+        self.invoke_with(extension, request, limits, Arc::new(NoHostCalls))
+            .await
+    }
+
+    /// Runs one invocation under `limits` in a fresh instance, answering its key-value calls
+    /// with `host`. Never panics and never hangs: every failure comes back as a typed error in
+    /// the outcome.
+    pub async fn invoke_with(
+        &self,
+        extension: &Extension,
+        request: Request,
+        limits: &Limits,
+        host: Arc<dyn HostCalls>,
     ) -> Outcome {
         let started = Instant::now();
         let input_bytes = request.body.len() as u64;
@@ -357,6 +374,7 @@ impl Runtime {
             limiter: MemoryLimiter::new(limits.memory_bytes, self.config.max_table_elements),
             capture: capture.clone(),
             config: Arc::clone(&extension.inner.config),
+            host,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -467,6 +485,9 @@ fn classify(error: &wasmtime::Error, capture: &SharedCapture, limits: &Limits) -
     }
     if let Some(exceeded) = error.downcast_ref::<LogLimitExceeded>() {
         return InvocationError::new(ErrorKind::LogLimit, exceeded.to_string());
+    }
+    if let Some(exhausted) = error.downcast_ref::<KvBudgetExhausted>() {
+        return InvocationError::new(ErrorKind::KvQuotaExceeded, exhausted.to_string());
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return InvocationError::new(

@@ -37,6 +37,12 @@ pub enum Action {
     ReadBaseline,
     WriteBaseline,
     ReadAudit,
+    WriteSecrets,
+    ListSecrets,
+    ReadKeys,
+    RotateKeys,
+    DestroyState,
+    Decommission,
 }
 
 /// The permission table. Tenant roles get these on their own tenant only.
@@ -53,6 +59,8 @@ fn role_allows(role: Role, action: Action) -> bool {
                 | A::ReadTenantPolicy
                 | A::ReadBaseline
                 | A::ReadAudit
+                | A::ListSecrets
+                | A::ReadKeys
         ),
         Role::TenantAdmin => matches!(
             action,
@@ -66,6 +74,11 @@ fn role_allows(role: Role, action: Action) -> bool {
                 | A::Deploy
                 | A::Invoke
                 | A::ReadTenantPolicy
+                | A::WriteSecrets
+                | A::ListSecrets
+                | A::ReadKeys
+                | A::RotateKeys
+                | A::DestroyState
         ),
         Role::TenantDeveloper => matches!(
             action,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use palisade_model::{ErrorKind, InvocationError, Limits, Manifest, Outcome};
-use palisade_runtime::{Request, Runtime, RuntimeConfig};
+use palisade_runtime::{HostCalls, Request, Runtime, RuntimeConfig};
 use palisade_worker::protocol::WireRequest;
 use palisade_worker::{
     ExtensionSource, JailLauncher, PlainLauncher, PoolSnapshot, Supervisor, SupervisorConfig,
@@ -115,15 +115,21 @@ impl Executor {
         }
     }
 
+    /// Runs one invocation; `host` answers its key-value calls.
     pub async fn invoke(
         &self,
         tenant: &str,
         source: &ExtensionSource,
         request: WireRequest,
         limits: &Limits,
+        host: Arc<dyn HostCalls>,
     ) -> Outcome {
         match self {
-            Self::Workers(supervisor) => supervisor.invoke(tenant, source, request, limits).await,
+            Self::Workers(supervisor) => {
+                supervisor
+                    .invoke_with(tenant, source, request, limits, host)
+                    .await
+            }
             Self::InProcess(runtime) => {
                 let loaded = Manifest::parse(&source.manifest)
                     .map_err(|e| InvocationError::new(ErrorKind::InvalidManifest, e.to_string()))
@@ -135,7 +141,7 @@ impl Executor {
                             content_type: request.content_type,
                             metadata: request.metadata,
                         };
-                        runtime.invoke(&extension, request, limits).await
+                        runtime.invoke_with(&extension, request, limits, host).await
                     }
                     Err(error) => Outcome::rejected(error),
                 }

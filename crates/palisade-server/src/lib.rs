@@ -25,6 +25,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod executor;
+pub mod kv_host;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -38,7 +39,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade_api::Role;
-use palisade_store::{Actor, NewToken, Store, StoreOptions, now_ms};
+use palisade_store::{Actor, KeyProvider, LocalKek, NewToken, Store, StoreOptions, now_ms};
 use palisade_worker::SupervisorConfig;
 use tokio::sync::watch;
 
@@ -48,6 +49,20 @@ pub use state::{AppState, Settings};
 
 /// Where the first platform administrator's token is written, inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The key-encryption key made on first start when none is given (development only).
+pub const GENERATED_KEK_FILE: &str = "kek";
+
+/// Where the key-encryption key of tenant state comes from.
+#[derive(Debug, Clone)]
+pub enum KekSource {
+    /// A file holding 64 hex characters (256 bits), kept outside the data directory.
+    File(PathBuf),
+    /// 64 hex characters given directly (from an environment variable).
+    Hex(String),
+    /// `DATA_DIR/kek`, made on first start: convenient, and only as safe as the data
+    /// directory itself. A warning says so.
+    DataDir,
+}
 
 /// Everything `palisade serve` can set.
 #[derive(Debug, Clone)]
@@ -64,6 +79,11 @@ pub struct ServerConfig {
     pub max_tenant_labels: usize,
     /// How long shutdown waits for in-flight requests before it stops waiting.
     pub shutdown_timeout: Duration,
+    /// The key-encryption key of tenant state and secrets.
+    pub kek: KekSource,
+    /// The key-encryption key being rotated away from: data keys wrapped under it are
+    /// re-wrapped under `kek` at start-up.
+    pub previous_kek: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -89,6 +109,8 @@ impl ServerConfig {
             store: StoreOptions::default(),
             max_tenant_labels: 100,
             shutdown_timeout: Duration::from_secs(30),
+            kek: KekSource::DataDir,
+            previous_kek: None,
         }
     }
 }
@@ -107,6 +129,8 @@ pub enum ServerError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("key-encryption key: {0}")]
+    Kek(String),
     #[error("cannot write the administrator token to {path}: {error}")]
     AdminToken {
         path: PathBuf,
@@ -120,6 +144,18 @@ pub async fn build_state(
     config: &ServerConfig,
 ) -> Result<(Arc<AppState>, Option<String>), ServerError> {
     let store = Store::open(&config.data_dir, config.store.clone()).await?;
+    let kek = key_provider(config)?;
+    if let Some(previous) = &config.previous_kek {
+        let previous = LocalKek::load(previous).map_err(|e| ServerError::Kek(e.to_string()))?;
+        let rewrapped = store.rotate_kek(&previous, kek.as_ref()).await?;
+        tracing::warn!(
+            rewrapped,
+            from = %previous.id(),
+            to = %kek.id(),
+            "rotated the key-encryption key; the previous one is no longer needed"
+        );
+    }
+    let store = store.with_key_provider(kek).await?;
     let admin_token = bootstrap(&store, config).await?;
     let snapshot = store.policy_snapshot().await?;
     let engine = palisade_policy::store::engine_at(&snapshot, None)
@@ -139,6 +175,28 @@ pub async fn build_state(
         engine,
     ));
     Ok((state, admin_token))
+}
+
+fn key_provider(config: &ServerConfig) -> Result<Arc<dyn KeyProvider>, ServerError> {
+    let kek = |e: palisade_store::CryptoError| ServerError::Kek(e.to_string());
+    let provider = match &config.kek {
+        KekSource::File(path) => LocalKek::load(path).map_err(kek)?,
+        KekSource::Hex(text) => LocalKek::parse(text).map_err(kek)?,
+        KekSource::DataDir => {
+            let path = config.data_dir.join(GENERATED_KEK_FILE);
+            if path.exists() {
+                LocalKek::load(&path).map_err(kek)?
+            } else {
+                tracing::warn!(
+                    path = %path.display(),
+                    "no key-encryption key given: made one in the data directory; for \
+                     production keep it elsewhere (--kek-file or PALISADE_KEK)"
+                );
+                LocalKek::generate(&path).map_err(kek)?
+            }
+        }
+    };
+    Ok(Arc::new(provider))
 }
 
 /// On first start (no live platform administrator), mints one and writes its token to

@@ -4,7 +4,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{audit, extensions, health, policies, tenants, tokens};
+use crate::routes::{audit, extensions, health, policies, state, tenants, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,13 @@ use crate::routes::{audit, extensions, health, policies, tenants, tokens};
         tenants::read,
         tenants::suspend,
         tenants::resume,
+        state::decommission,
+        state::set_secret,
+        state::secrets,
+        state::delete_secret,
+        state::keys,
+        state::rotate_keys,
+        state::destroy_namespace,
         extensions::list,
         extensions::read,
         extensions::publish,
@@ -54,7 +61,7 @@ use crate::routes::{audit, extensions, health, policies, tenants, tokens};
     tags(
         (name = "health", description = "No token needed."),
         (name = "tenants"), (name = "tokens"), (name = "extensions"), (name = "invoke"),
-        (name = "policies"), (name = "audit"),
+        (name = "policies"), (name = "state"), (name = "audit"),
     )
 )]
 struct ApiDoc;

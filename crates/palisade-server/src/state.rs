@@ -19,6 +19,7 @@ use crate::admission::{Admission, TenantQuota};
 use crate::auth::TokenCache;
 use crate::error::{ApiError, ApiResult};
 use crate::executor::Executor;
+use crate::kv_host::{KvGrants, KvRates};
 use crate::metrics::Metrics;
 
 /// Server behaviour the operator chooses.
@@ -38,6 +39,8 @@ pub struct Resolved {
     pub effective: EffectiveLimits,
     pub limits: Limits,
     pub quota: TenantQuota,
+    /// The key-value namespaces the manifest requests and the policy grants.
+    pub kv: Arc<KvGrants>,
 }
 
 type DeploymentKey = (String, String);
@@ -51,6 +54,7 @@ pub struct AppState {
     pub executor: Arc<Executor>,
     pub metrics: Metrics,
     pub admission: Admission,
+    pub kv_rates: KvRates,
     policy: RwLock<Arc<PolicyEngine>>,
     tenants: Mutex<HashMap<String, TenantState>>,
     deployments: Mutex<HashMap<DeploymentKey, Arc<Resolved>>>,
@@ -80,6 +84,7 @@ impl AppState {
             executor,
             metrics,
             admission,
+            kv_rates: KvRates::default(),
             policy: RwLock::new(Arc::new(policy)),
             tenants: Mutex::default(),
             deployments: Mutex::default(),
@@ -129,8 +134,25 @@ impl AppState {
             .ok_or_else(|| ApiError::not_found(format!("tenant {tenant}")))
     }
 
+    /// Fails with `404` unless the tenant exists, and `409` when it is decommissioned (nothing
+    /// more can be published, deployed or stored for it).
+    pub async fn require_open_tenant(&self, tenant: &str) -> ApiResult<TenantState> {
+        match self.require_tenant(tenant).await? {
+            TenantState::Decommissioned => Err(ApiError::conflict(format!(
+                "tenant {tenant} is decommissioned"
+            ))),
+            state => Ok(state),
+        }
+    }
+
     pub fn deployment_changed(&self, tenant: &str, name: &str) {
         lock(&self.deployments).remove(&(tenant.to_owned(), name.to_owned()));
+    }
+
+    /// The tenant-wide limits from the effective policy (baseline ∩ tenant policy).
+    pub fn tenant_limits(&self, tenant: &str) -> ApiResult<EffectiveLimits> {
+        let tenant = TenantId::new(tenant).map_err(|e| ApiError::invalid(e.to_string()))?;
+        Ok(self.policy().tenant_limits(&tenant))
     }
 
     /// The tenant-wide admission quota from the effective policy.
@@ -173,14 +195,15 @@ impl AppState {
         })?;
         let tenant_id = TenantId::new(tenant).map_err(|e| ApiError::internal(e.to_string()))?;
         let policy = self.policy();
-        let effective = policy.effective_limits(&palisade_policy::Deployment::new(
-            tenant_id.clone(),
-            manifest,
-        ));
+        let deployed = palisade_policy::Deployment::new(tenant_id.clone(), manifest);
+        let effective = policy.effective_limits(&deployed);
+        let prepared = policy.prepare(&deployed);
+        let kv = KvGrants::decide(&prepared, &tenant_id, deployed.kv_namespaces());
         let resolved = Arc::new(Resolved {
             source: ExtensionSource::new(version.manifest.clone(), wasm),
             limits: effective.runtime(),
             quota: self.quota(&tenant_id),
+            kv: Arc::new(kv),
             effective,
             deployment,
             version,

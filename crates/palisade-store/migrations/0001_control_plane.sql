@@ -4,7 +4,7 @@
 
 CREATE TABLE tenants (
     id          TEXT PRIMARY KEY,
-    state       TEXT NOT NULL CHECK (state IN ('active', 'suspended')),
+    state       TEXT NOT NULL CHECK (state IN ('active', 'suspended', 'decommissioned')),
     created_ms  BIGINT NOT NULL,
     updated_ms  BIGINT NOT NULL
 );

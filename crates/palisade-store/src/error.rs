@@ -39,6 +39,12 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// Sealed state could not be opened or sealed (tampered, moved, or the key is gone).
+    #[error("tenant state: {0}")]
+    Crypto(String),
+    /// The key-encryption key is not the one the data directory's state was sealed with.
+    #[error("{0}")]
+    WrongKek(String),
     /// The randomness source failed (tokens cannot be minted).
     #[error("the system random number generator failed: {0}")]
     Random(String),

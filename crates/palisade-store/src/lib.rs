@@ -24,12 +24,15 @@ mod artifacts;
 mod audit;
 mod error;
 mod extensions;
+pub mod keys;
 mod policies;
+mod state;
 mod tenants;
 mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -39,7 +42,9 @@ pub use artifacts::{ArtifactStore, MAX_ARTIFACT_BYTES};
 pub use audit::{AuditReport, Change};
 pub use error::StoreError;
 pub use extensions::NewVersion;
+pub use keys::{CryptoError, KeyProvider, LocalKek};
 pub use policies::PolicySnapshot;
+pub use state::KvQuota;
 pub use tokens::{AuthenticatedToken, NewToken, TOKEN_PREFIX, hash_secret};
 
 /// Who makes a change, for the audit log.
@@ -91,6 +96,8 @@ pub struct Store {
     pool: SqlitePool,
     artifacts: ArtifactStore,
     data_dir: PathBuf,
+    /// Set by [`Store::with_key_provider`]: tenant state is locked without it.
+    keys: Option<Arc<state::Keyring>>,
 }
 
 /// The schema's migrations, embedded: `migrations/NNNN_*.sql`, applied in order, each once,
@@ -99,13 +106,22 @@ fn migrator() -> sqlx::migrate::Migrator {
     use std::borrow::Cow;
 
     use sqlx::migrate::{Migration, MigrationType};
-    let migrations = vec![Migration::new(
-        1,
-        Cow::Borrowed("control plane"),
-        MigrationType::Simple,
-        sqlx::SqlStr::from_static(include_str!("../migrations/0001_control_plane.sql")),
-        false,
-    )];
+    let migrations = vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("control plane"),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(include_str!("../migrations/0001_control_plane.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("tenant state"),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(include_str!("../migrations/0002_tenant_state.sql")),
+            false,
+        ),
+    ];
     sqlx::migrate::Migrator::with_migrations(migrations)
 }
 
@@ -141,6 +157,7 @@ impl Store {
             pool,
             artifacts,
             data_dir: data_dir.to_owned(),
+            keys: None,
         })
     }
 

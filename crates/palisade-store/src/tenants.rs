@@ -96,6 +96,11 @@ impl Store {
         if before.state == state {
             return Ok(before);
         }
+        if before.state == TenantState::Decommissioned {
+            return Err(StoreError::Conflict(format!(
+                "tenant {id} is decommissioned; that is final"
+            )));
+        }
         let after = Tenant {
             state,
             updated_ms: now_ms(),
@@ -110,6 +115,11 @@ impl Store {
         let action = match state {
             TenantState::Active => "tenant.resume",
             TenantState::Suspended => "tenant.suspend",
+            TenantState::Decommissioned => {
+                return Err(StoreError::Invalid(
+                    "decommission a tenant with decommission_tenant".into(),
+                ));
+            }
         };
         let change = Change::new(action, Some(id), format!("tenant:{id}"))
             .states(Some(&before), Some(&after));

@@ -3,12 +3,13 @@
 //! versions and message shapes are checked, and any violation is a typed error that gets the
 //! worker killed.
 
+use palisade_model::kv::{KvError, KvOp, KvReply};
 use palisade_model::{InvocationError, Limits, Outcome};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Largest frame either side accepts: a 64 MiB component plus its manifest, with headroom.
 pub const MAX_FRAME_BYTES: u32 = 80 << 20;
@@ -29,6 +30,11 @@ pub enum ToWorker {
         request: WireRequest,
         limits: Limits,
     },
+    /// The answer to a worker's `HostCall`.
+    HostReply {
+        call: u64,
+        reply: Result<KvReply, KvError>,
+    },
     /// Finish in-flight invocations and exit.
     Shutdown,
 }
@@ -47,6 +53,13 @@ pub enum FromWorker {
     Done {
         invocation: u64,
         outcome: Outcome,
+    },
+    /// A guest's host call during `invocation` (at most one outstanding per invocation: a
+    /// guest waits for each answer); the supervisor answers `HostReply` with the same `call`.
+    HostCall {
+        invocation: u64,
+        call: u64,
+        op: KvOp,
     },
 }
 

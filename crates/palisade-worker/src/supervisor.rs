@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use palisade_model::kv::KvOp;
 use palisade_model::manifest::Sha256Digest;
 use palisade_model::{ErrorKind, InvocationError, Limits, Outcome};
+use palisade_runtime::{HostCalls, NoHostCalls};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -104,7 +106,7 @@ struct Worker {
     tenant: String,
     pid: Option<u32>,
     outbox: mpsc::Sender<Vec<u8>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     loads: Mutex<HashMap<u64, oneshot::Sender<Result<(), InvocationError>>>>,
     loaded: tokio::sync::Mutex<HashMap<Sha256Digest, u64>>,
     slots: Arc<Semaphore>,
@@ -115,6 +117,14 @@ struct Worker {
     death_reason: Mutex<Option<String>>,
     process: Mutex<Option<Box<dyn WorkerProcess>>>,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// An invocation a worker holds: who gets its outcome, and who answers its host calls.
+struct Pending {
+    reply: oneshot::Sender<Outcome>,
+    host: Arc<dyn HostCalls>,
+    /// A host call is being answered (a guest waits for each, so a second is a violation).
+    calling: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,7 +224,8 @@ impl Supervisor {
         }
     }
 
-    /// Runs one invocation of `extension` for `tenant` in that tenant's worker.
+    /// Runs one invocation of `extension` for `tenant` in that tenant's worker, without host
+    /// calls beyond logs and configuration.
     pub async fn invoke(
         &self,
         tenant: &str,
@@ -222,9 +233,23 @@ impl Supervisor {
         request: WireRequest,
         limits: &Limits,
     ) -> Outcome {
+        self.invoke_with(tenant, extension, request, limits, Arc::new(NoHostCalls))
+            .await
+    }
+
+    /// Runs one invocation in the tenant's worker; `host` answers the guest's host calls
+    /// (the worker forwards each one here).
+    pub async fn invoke_with(
+        &self,
+        tenant: &str,
+        extension: &ExtensionSource,
+        request: WireRequest,
+        limits: &Limits,
+        host: Arc<dyn HostCalls>,
+    ) -> Outcome {
         let deadline = Instant::now() + limits.wall_time + self.config.deadline_grace;
         let mut outcome = match self
-            .invoke_in_worker(tenant, extension, request, limits, deadline)
+            .invoke_in_worker(tenant, extension, request, limits, deadline, host)
             .await
         {
             Ok(outcome) => outcome,
@@ -256,6 +281,7 @@ impl Supervisor {
         request: WireRequest,
         limits: &Limits,
         deadline: Instant,
+        host: Arc<dyn HostCalls>,
     ) -> Result<Outcome, InvocationError> {
         let worker = self.worker_for(tenant, deadline).await?;
         worker.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -272,7 +298,14 @@ impl Supervisor {
 
         let invocation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        lock(&worker.pending).insert(invocation, reply);
+        lock(&worker.pending).insert(
+            invocation,
+            Pending {
+                reply,
+                host,
+                calling: false,
+            },
+        );
         let frame = encode(&ToWorker::Invoke {
             invocation,
             extension: extension_id,
@@ -564,6 +597,29 @@ fn record_backoff(pool: &mut Pool, tenant: &str, (first, largest): (Duration, Du
     backoff.not_before = Some(Instant::now() + delay);
 }
 
+/// Answers one host call and sends the reply to the worker. The invocation may call again
+/// as soon as it has the reply, so its `calling` mark is cleared first.
+async fn answer_host_call(
+    worker: Arc<Worker>,
+    invocation: u64,
+    call: u64,
+    op: KvOp,
+    host: Arc<dyn HostCalls>,
+) {
+    let reply = host.kv(op).await;
+    if let Some(pending) = lock(&worker.pending).get_mut(&invocation) {
+        pending.calling = false;
+    }
+    match encode(&ToWorker::HostReply { call, reply }) {
+        Ok(frame) => {
+            let _ = worker.outbox.send(frame).await;
+        }
+        Err(error) => worker.kill(format!(
+            "killed by the supervisor: a host reply could not be encoded: {error}"
+        )),
+    }
+}
+
 /// Reads a worker's replies until it dies, then answers everything it still held.
 async fn read_replies(
     worker: Arc<Worker>,
@@ -578,12 +634,43 @@ async fn read_replies(
                 invocation,
                 outcome,
             }) => match lock(&worker.pending).remove(&invocation) {
-                Some(reply) => {
-                    let _ = reply.send(outcome);
+                Some(pending) => {
+                    let _ = pending.reply.send(outcome);
                     continue;
                 }
                 None => format!("an answer for invocation {invocation}, which it does not hold"),
             },
+            Ok(FromWorker::HostCall {
+                invocation,
+                call,
+                op,
+            }) => {
+                let host = match lock(&worker.pending).get_mut(&invocation) {
+                    Some(pending) if !pending.calling => {
+                        pending.calling = true;
+                        Ok(Arc::clone(&pending.host))
+                    }
+                    Some(_) => Err(format!(
+                        "a second host call for invocation {invocation} before the first was answered"
+                    )),
+                    None => Err(format!(
+                        "a host call for invocation {invocation}, which it does not hold"
+                    )),
+                };
+                match host {
+                    Ok(host) => {
+                        tokio::spawn(answer_host_call(
+                            Arc::clone(&worker),
+                            invocation,
+                            call,
+                            op,
+                            host,
+                        ));
+                        continue;
+                    }
+                    Err(violation) => violation,
+                }
+            }
             Ok(FromWorker::Loaded { extension, result }) => {
                 match lock(&worker.loads).remove(&extension) {
                     Some(reply) => {
@@ -620,8 +707,10 @@ async fn read_replies(
         record_backoff(&mut lock(&pool), &worker.tenant, backoff);
     }
     let pending: Vec<_> = lock(&worker.pending).drain().collect();
-    for (_, reply) in pending {
-        let _ = reply.send(Outcome::rejected(crashed(format!("{reason} ({exit})"))));
+    for (_, pending) in pending {
+        let _ = pending
+            .reply
+            .send(Outcome::rejected(crashed(format!("{reason} ({exit})"))));
     }
     let loads: Vec<_> = lock(&worker.loads).drain().collect();
     for (_, reply) in loads {

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply};
 use palisade_model::{ErrorKind, InvocationError, Manifest};
-use palisade_runtime::{Extension, Request, Runtime, RuntimeConfig};
-use tokio::sync::{Semaphore, mpsc};
+use palisade_runtime::{Extension, HostCalls, Request, Runtime, RuntimeConfig};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::protocol::{FrameError, FromWorker, ToWorker, read_frame, write_frame};
 
@@ -100,6 +101,7 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
 
     // Only this loop touches the map, so it needs no lock.
     let mut extensions: HashMap<u64, Extension> = HashMap::new();
+    let calls = Arc::new(HostCallTable::default());
     let slots = Arc::new(Semaphore::new(options.concurrency as usize));
     loop {
         let message = match read_frame::<ToWorker>(&mut reader).await {
@@ -145,13 +147,18 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                 };
                 let runtime = Arc::clone(&runtime);
                 let replies = replies.clone();
+                let host = Arc::new(IpcHost {
+                    invocation,
+                    replies: replies.clone(),
+                    calls: Arc::clone(&calls),
+                });
                 tokio::spawn(async move {
                     let request = Request {
                         body: request.body,
                         content_type: request.content_type,
                         metadata: request.metadata,
                     };
-                    let outcome = runtime.invoke(&loaded, request, &limits).await;
+                    let outcome = runtime.invoke_with(&loaded, request, &limits, host).await;
                     drop(permit);
                     let _ = replies
                         .send(FromWorker::Done {
@@ -161,6 +168,7 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                         .await;
                 });
             }
+            ToWorker::HostReply { call, reply } => calls.answer(call, reply),
             ToWorker::Shutdown => break,
         }
     }
@@ -171,4 +179,62 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
         .await
         .map_err(|e| WorkerError::Sandbox(format!("writer task failed: {e}")))??;
     Ok(())
+}
+
+/// Host calls waiting for the supervisor's answer, by call id.
+#[derive(Default)]
+struct HostCallTable {
+    next: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<KvReply, KvError>>>>,
+}
+
+impl HostCallTable {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<KvReply, KvError>>>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn answer(&self, call: u64, reply: Result<KvReply, KvError>) {
+        if let Some(waiter) = self.lock().remove(&call) {
+            let _ = waiter.send(reply);
+        }
+    }
+}
+
+/// One invocation's host calls, forwarded to the supervisor, which checks and answers them:
+/// the worker holds no state, keys or database of its own.
+struct IpcHost {
+    invocation: u64,
+    replies: mpsc::Sender<FromWorker>,
+    calls: Arc<HostCallTable>,
+}
+
+#[async_trait::async_trait]
+impl HostCalls for IpcHost {
+    async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
+        let call = self
+            .calls
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (waiter, answer) = oneshot::channel();
+        self.calls.lock().insert(call, waiter);
+        let sent = self
+            .replies
+            .send(FromWorker::HostCall {
+                invocation: self.invocation,
+                call,
+                op,
+            })
+            .await;
+        let gone = || KvError::new(KvErrorKind::Unavailable, "the supervisor is gone");
+        if sent.is_err() {
+            self.calls.lock().remove(&call);
+            return Err(gone());
+        }
+        // The invocation's own deadline bounds the wait: the runtime's timeout drops us.
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
 }

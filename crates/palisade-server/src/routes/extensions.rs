@@ -23,8 +23,10 @@ use serde::Deserialize;
 use super::{ApiJson, ApiPath, ApiQuery, json_or_default, no_route_error, split_verb};
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::kv_host::InvocationKv;
 use crate::state::AppState;
 use crate::telemetry::{INVOCATION_ID_HEADER, current_request_id, new_id};
+use palisade_policy::LimitKey;
 
 /// Request headers whose suffix and value the extension receives as metadata.
 pub const METADATA_HEADER_PREFIX: &str = "palisade-meta-";
@@ -116,7 +118,7 @@ pub async fn publish(
     ApiJson(body): ApiJson<PublishVersion>,
 ) -> ApiResult<(StatusCode, Json<ExtensionVersion>)> {
     caller.authorize_tenant(Action::Publish, &tenant)?;
-    state.require_tenant(&tenant).await?;
+    state.require_open_tenant(&tenant).await?;
     check_name(&name)?;
     let manifest = Manifest::parse(&body.manifest).map_err(|e| {
         ApiError::invocation(&InvocationError::new(
@@ -318,7 +320,7 @@ pub async fn deploy(
     ApiJson(body): ApiJson<Deploy>,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
     caller.authorize_tenant(Action::Deploy, &tenant)?;
-    state.require_tenant(&tenant).await?;
+    state.require_open_tenant(&tenant).await?;
     check_version(&body.version)?;
     let deployment = state
         .store
@@ -378,7 +380,7 @@ pub async fn rollback(
     body: Rollback,
 ) -> ApiResult<Json<Deployment>> {
     caller.authorize_tenant(Action::Deploy, tenant)?;
-    state.require_tenant(tenant).await?;
+    state.require_open_tenant(tenant).await?;
     if let Some(to) = &body.to {
         check_version(to)?;
     }
@@ -426,11 +428,15 @@ pub async fn invoke(
     body: Body,
 ) -> ApiResult<Response> {
     caller.authorize_tenant(Action::Invoke, tenant)?;
-    if state.require_tenant(tenant).await? == TenantState::Suspended {
+    let tenant_state = state.require_tenant(tenant).await?;
+    if tenant_state != TenantState::Active {
         state.metrics.record_rejection(tenant, "suspended");
         return Err(ApiError::new(
             ApiErrorKind::TenantSuspended,
-            format!("tenant {tenant} is suspended; its extensions do not run"),
+            format!(
+                "tenant {tenant} is {}; its extensions do not run",
+                tenant_state.as_str()
+            ),
         ));
     }
     let resolved = state.resolve(tenant, name).await?;
@@ -459,12 +465,24 @@ pub async fn invoke(
         metadata: metadata(headers, &request_id, &invocation_id)?,
     };
     let version = resolved.deployment.version.clone();
+    let tenant_limits = state.tenant_limits(tenant)?;
+    let (kv_quota, _, kv_rate, disk_io) = crate::kv_host::quotas(&tenant_limits);
+    let host = Arc::new(InvocationKv {
+        store: state.store.clone(),
+        tenant: tenant.to_owned(),
+        extension: name.to_owned(),
+        grants: Arc::clone(&resolved.kv),
+        quota: kv_quota,
+        ops_left: std::sync::atomic::AtomicU64::new(resolved.effective.get(LimitKey::KvOps)),
+        rates: state.kv_rates.for_tenant(tenant, kv_rate, disk_io),
+        deadline: tokio::time::Instant::now() + limits.wall_time,
+    });
     let span =
         tracing::info_span!("invocation", %invocation_id, tenant, extension = name, %version);
     let outcome = tracing::Instrument::instrument(
         state
             .executor
-            .invoke(tenant, &resolved.source, request, &limits),
+            .invoke(tenant, &resolved.source, request, &limits, host),
         span.clone(),
     )
     .await;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod extensions;
 pub mod health;
 pub mod policies;
+pub mod state;
 pub mod tenants;
 pub mod tokens;
 
@@ -40,6 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tenants/{tenant}"),
     ("POST", "/v1/tenants/{tenant}:suspend"),
     ("POST", "/v1/tenants/{tenant}:resume"),
+    ("POST", "/v1/tenants/{tenant}:decommission"),
     ("POST", "/v1/tokens"),
     ("GET", "/v1/tokens"),
     ("DELETE", "/v1/tokens/{token}"),
@@ -70,6 +72,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/policies/baseline"),
     ("GET", "/v1/policies/baseline/versions"),
     ("POST", "/v1/policies/baseline:revert"),
+    ("PUT", "/v1/tenants/{tenant}/secrets/{name}"),
+    ("DELETE", "/v1/tenants/{tenant}/secrets/{name}"),
+    ("GET", "/v1/tenants/{tenant}/secrets"),
+    ("GET", "/v1/tenants/{tenant}/keys"),
+    ("POST", "/v1/tenants/{tenant}/keys:rotate"),
+    ("DELETE", "/v1/tenants/{tenant}/kv/{namespace}"),
     ("GET", "/v1/audit"),
     ("GET", "/v1/audit/verify"),
 ];
@@ -129,6 +137,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/policies/baseline:revert",
             post(policies::revert_baseline),
+        )
+        .route("/v1/tenants/{tenant}/secrets", get(state::secrets))
+        .route(
+            "/v1/tenants/{tenant}/secrets/{name}",
+            axum::routing::put(state::set_secret).delete(state::delete_secret),
+        )
+        .route("/v1/tenants/{tenant}/keys", get(state::keys))
+        .route("/v1/tenants/{tenant}/keys:rotate", post(state::rotate_keys))
+        .route(
+            "/v1/tenants/{tenant}/kv/{namespace}",
+            axum::routing::delete(state::destroy_namespace),
         )
         .route("/v1/audit", get(audit::page))
         .route("/v1/audit/verify", get(audit::verify))

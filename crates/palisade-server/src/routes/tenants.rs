@@ -68,6 +68,7 @@ pub async fn custom_method(
     match split_verb(&segment) {
         (tenant, Some("suspend")) => suspend(&state, &caller, tenant).await,
         (tenant, Some("resume")) => resume(&state, &caller, tenant).await,
+        (tenant, Some("decommission")) => super::state::decommission(&state, &caller, tenant).await,
         _ => Err(super::no_route_error(
             "POST",
             &format!("/v1/tenants/{segment}"),

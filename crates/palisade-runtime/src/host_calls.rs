@@ -1,0 +1,248 @@
+//! Host calls that leave the wasm sandbox: the interface the runtime's `kv` import calls, and
+//! its implementations. In a worker process it forwards each call to the supervisor over IPC;
+//! the control plane answers it from the encrypted store, after checking policy and quotas.
+//! For local runs (`palisade run`, `palisade test`) an in-memory store with the same rules
+//! stands in, so authors can exercise their extension's state without a server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply, resolve_namespace};
+
+/// Answers one invocation's host calls. One value per invocation: it knows whose they are.
+#[async_trait::async_trait]
+pub trait HostCalls: Send + Sync {
+    async fn kv(&self, op: KvOp) -> Result<KvReply, KvError>;
+}
+
+/// For hosts that offer no key-value state: every call is `unavailable`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHostCalls;
+
+#[async_trait::async_trait]
+impl HostCalls for NoHostCalls {
+    async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
+        Err(KvError::new(
+            KvErrorKind::Unavailable,
+            format!("key-value state is not available here ({})", op.name()),
+        ))
+    }
+}
+
+/// An in-memory key-value store for one extension's local runs: the namespaces its manifest
+/// requests, the same key and value rules, and a per-invocation operation budget. Not
+/// persistent, not encrypted, not shared between processes.
+#[derive(Debug)]
+pub struct MemoryKv {
+    extension: String,
+    namespaces: BTreeSet<String>,
+    data: Mutex<BTreeMap<(String, Vec<u8>), Vec<u8>>>,
+    ops_left: AtomicU64,
+}
+
+impl MemoryKv {
+    /// A store for `extension` that grants `namespaces` (already resolved) and allows
+    /// `ops` operations until [`MemoryKv::reset_budget`].
+    pub fn new(extension: &str, namespaces: impl IntoIterator<Item = String>, ops: u64) -> Self {
+        Self {
+            extension: extension.to_owned(),
+            namespaces: namespaces.into_iter().collect(),
+            data: Mutex::default(),
+            ops_left: AtomicU64::new(ops),
+        }
+    }
+
+    /// Gives the next invocation a fresh operation budget (the data stays).
+    pub fn reset_budget(&self, ops: u64) {
+        self.ops_left.store(ops, Ordering::Release);
+    }
+}
+
+#[async_trait::async_trait]
+impl HostCalls for MemoryKv {
+    async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
+        op.validate()?;
+        let namespace = resolve_namespace(&self.extension, op.namespace())?;
+        if !self.namespaces.contains(&namespace) {
+            return Err(KvError::new(
+                KvErrorKind::Denied,
+                format!("the manifest does not request key-value namespace `{namespace}`"),
+            ));
+        }
+        if self
+            .ops_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(KvError::new(
+                KvErrorKind::InvocationBudget,
+                "the invocation used all of its key-value operations",
+            ));
+        }
+        let mut data = self
+            .data
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(apply(&mut data, &namespace, op)?)
+    }
+}
+
+/// One operation on an ordered map of `(namespace, key) → value`: the reference semantics
+/// that the persistent store implements too.
+pub fn apply(
+    data: &mut BTreeMap<(String, Vec<u8>), Vec<u8>>,
+    namespace: &str,
+    op: KvOp,
+) -> Result<KvReply, KvError> {
+    let slot = |key: Vec<u8>| (namespace.to_owned(), key);
+    Ok(match op {
+        KvOp::Get { key, .. } => KvReply::Value(data.get(&slot(key)).cloned()),
+        KvOp::Set { key, value, .. } => {
+            data.insert(slot(key), value);
+            KvReply::Done
+        }
+        KvOp::Delete { key, .. } => KvReply::Bool(data.remove(&slot(key)).is_some()),
+        KvOp::Exists { key, .. } => KvReply::Bool(data.contains_key(&slot(key))),
+        KvOp::List {
+            prefix,
+            after,
+            limit,
+            ..
+        } => {
+            let start = match &after {
+                Some(after) if after.as_slice() > prefix.as_slice() => slot(after.clone()),
+                _ => slot(prefix.clone()),
+            };
+            let mut keys: Vec<Vec<u8>> = data
+                .range(start..)
+                .map(|((ns, key), _)| (ns, key))
+                .take_while(|(ns, key)| *ns == namespace && key.starts_with(&prefix))
+                .filter(|(_, key)| after.as_ref().is_none_or(|a| key.as_slice() > a.as_slice()))
+                .map(|(_, key)| key.clone())
+                .take(limit as usize + 1)
+                .collect();
+            let next = (keys.len() > limit as usize).then(|| {
+                keys.truncate(limit as usize);
+                keys.last().cloned().unwrap_or_default()
+            });
+            KvReply::Keys { keys, next }
+        }
+        KvOp::Increment { key, delta, .. } => {
+            let current = match data.get(&slot(key.clone())) {
+                None => 0,
+                Some(bytes) => parse_counter(bytes)?,
+            };
+            let updated = current.checked_add(delta).ok_or_else(|| {
+                KvError::new(
+                    KvErrorKind::WrongType,
+                    "the counter would overflow a signed 64-bit integer",
+                )
+            })?;
+            data.insert(slot(key), updated.to_string().into_bytes());
+            KvReply::Counter(updated)
+        }
+        KvOp::CompareAndSwap {
+            key,
+            expected,
+            value,
+            ..
+        } => {
+            let key = slot(key);
+            if data.get(&key) == expected.as_ref() {
+                data.insert(key, value);
+                KvReply::Bool(true)
+            } else {
+                KvReply::Bool(false)
+            }
+        }
+    })
+}
+
+/// A counter is stored as a decimal integer's ASCII text.
+pub fn parse_counter(bytes: &[u8]) -> Result<i64, KvError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            KvError::new(
+                KvErrorKind::WrongType,
+                "the stored value is not a decimal integer",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op_set(ns: &str, key: &[u8], value: &[u8]) -> KvOp {
+        KvOp::Set {
+            namespace: ns.into(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reference_semantics_hold() {
+        let kv = MemoryKv::new("ext", ["ext".to_owned()], 100);
+        for key in [b"a/1".as_slice(), b"a/2", b"a/3", b"b/1"] {
+            assert_eq!(kv.kv(op_set("", key, b"v")).await, Ok(KvReply::Done));
+        }
+        let list = |after: Option<&[u8]>| KvOp::List {
+            namespace: "self".into(),
+            prefix: b"a/".to_vec(),
+            after: after.map(<[u8]>::to_vec),
+            limit: 2,
+        };
+        assert_eq!(
+            kv.kv(list(None)).await,
+            Ok(KvReply::Keys {
+                keys: vec![b"a/1".to_vec(), b"a/2".to_vec()],
+                next: Some(b"a/2".to_vec())
+            })
+        );
+        assert_eq!(
+            kv.kv(list(Some(b"a/2"))).await,
+            Ok(KvReply::Keys {
+                keys: vec![b"a/3".to_vec()],
+                next: None
+            })
+        );
+        let incr = |delta| KvOp::Increment {
+            namespace: String::new(),
+            key: b"n".to_vec(),
+            delta,
+        };
+        assert_eq!(kv.kv(incr(5)).await, Ok(KvReply::Counter(5)));
+        assert_eq!(kv.kv(incr(-2)).await, Ok(KvReply::Counter(3)));
+        let wrong = kv
+            .kv(KvOp::Increment {
+                namespace: String::new(),
+                key: b"a/1".to_vec(),
+                delta: 1,
+            })
+            .await;
+        assert_eq!(wrong.map_err(|e| e.kind), Err(KvErrorKind::WrongType));
+        let cas = |expected: Option<&[u8]>| KvOp::CompareAndSwap {
+            namespace: String::new(),
+            key: b"c".to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            value: b"new".to_vec(),
+        };
+        assert_eq!(kv.kv(cas(Some(b"x"))).await, Ok(KvReply::Bool(false)));
+        assert_eq!(kv.kv(cas(None)).await, Ok(KvReply::Bool(true)));
+        assert_eq!(kv.kv(cas(None)).await, Ok(KvReply::Bool(false)));
+    }
+
+    #[tokio::test]
+    async fn unrequested_namespaces_and_the_budget_are_enforced() {
+        let kv = MemoryKv::new("ext", ["ext".to_owned()], 1);
+        let denied = kv.kv(op_set("shared", b"k", b"v")).await;
+        assert_eq!(denied.map_err(|e| e.kind), Err(KvErrorKind::Denied));
+        assert!(kv.kv(op_set("", b"k", b"v")).await.is_ok());
+        let over = kv.kv(op_set("", b"k", b"v")).await;
+        assert_eq!(over.map_err(|e| e.kind), Err(KvErrorKind::InvocationBudget));
+    }
+}

@@ -56,6 +56,10 @@ enum Command {
     Invoke(remote::InvokeArgs),
     /// Verify or export a server's audit log.
     Audit(remote::AuditArgs),
+    /// Set, list and delete a tenant's secrets (write-only).
+    Secret(remote::SecretArgs),
+    /// Show and rotate a tenant's data keys; destroy a key-value namespace.
+    Keys(remote::KeysArgs),
     /// The worker process (started by the supervisor, never by hand).
     #[command(name = "__worker", hide = true)]
     Worker {
@@ -179,6 +183,8 @@ fn main() -> ExitCode {
             Command::Rollback(args) => remote_result(remote::rollback(args).await),
             Command::Invoke(args) => remote_result(remote::invoke(args).await),
             Command::Audit(args) => remote_result(remote::audit(args).await),
+            Command::Secret(args) => remote_result(remote::secret(args).await),
+            Command::Keys(args) => remote_result(remote::keys(args).await),
         }
     });
     match result {

@@ -177,6 +177,14 @@ enum TenantCommand {
     Suspend { id: String },
     /// Resume a suspended tenant.
     Resume { id: String },
+    /// Decommission a tenant: destroy its state, secrets and data keys, revoke its tokens.
+    /// Final; its history stays.
+    Decommission {
+        id: String,
+        /// Say yes: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub async fn tenant(args: TenantArgs) -> Result<u8, Failure> {
@@ -186,6 +194,14 @@ pub async fn tenant(args: TenantArgs) -> Result<u8, Failure> {
         TenantCommand::List => client.tenants().await?,
         TenantCommand::Suspend { id } => vec![client.suspend_tenant(&id).await?],
         TenantCommand::Resume { id } => vec![client.resume_tenant(&id).await?],
+        TenantCommand::Decommission { id, yes } => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "decommissioning {id} destroys its state, secrets and keys for good; add --yes"
+                )));
+            }
+            vec![client.decommission_tenant(&id).await?]
+        }
     };
     if args.connect.json {
         print_json(&tenants)?;
@@ -710,4 +726,154 @@ fn report_chain(entries: &[AuditEntry], anchor: Option<Anchor>, json: bool) -> R
             Ok(exit::EXTENSION_FAILED)
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SecretArgs {
+    #[command(subcommand)]
+    command: SecretCommand,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Store a new version of a secret. The value is read from a file or standard input,
+    /// never from the command line (it would show in `ps` and shell history).
+    Set {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        /// A file holding the value; without it, standard input.
+        #[arg(long)]
+        value_file: Option<PathBuf>,
+    },
+    /// List a tenant's secrets: names and versions, never values.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete every version of a secret.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+pub async fn secret(args: SecretArgs) -> Result<u8, Failure> {
+    let client = args.connect.client()?;
+    match args.command {
+        SecretCommand::Set {
+            name,
+            tenant,
+            value_file,
+        } => {
+            let mut value = match &value_file {
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
+                None => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                        .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?;
+                    bytes
+                }
+            };
+            // A trailing newline from `echo` or an editor is not part of a secret.
+            while value.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                value.pop();
+            }
+            let info = client.set_secret(&tenant, &name, &value).await?;
+            if args.connect.json {
+                print_json(&info)?;
+            } else {
+                println!("stored {tenant}/{} version {}", info.name, info.version);
+            }
+        }
+        SecretCommand::List { tenant } => {
+            let secrets = client.secrets(&tenant).await?;
+            if args.connect.json {
+                print_json(&secrets)?;
+            } else {
+                for secret in secrets {
+                    println!(
+                        "{}\tversion {}\t{}",
+                        secret.name, secret.version, secret.created_by
+                    );
+                }
+            }
+        }
+        SecretCommand::Delete { name, tenant } => {
+            client.delete_secret(&tenant, &name).await?;
+            println!("deleted {tenant}/{name}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Show a tenant's data keys and the re-encryption left after a rotation.
+    Status {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Start new versions of a tenant's data keys; values move over in the background.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Destroy one key-value namespace of a tenant: its values and its data keys.
+    Destroy {
+        #[arg(long)]
+        tenant: String,
+        namespace: String,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn keys(args: KeysArgs) -> Result<u8, Failure> {
+    let client = args.connect.client()?;
+    let status = match args.command {
+        KeysCommand::Status { tenant } => client.keys(&tenant).await?,
+        KeysCommand::Rotate { tenant } => client.rotate_keys(&tenant).await?,
+        KeysCommand::Destroy {
+            tenant,
+            namespace,
+            yes,
+        } => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "destroying {tenant}/{namespace} deletes its values and keys for good; add --yes"
+                )));
+            }
+            let destroyed = client.destroy_namespace(&tenant, &namespace).await?;
+            println!(
+                "destroyed {tenant}/{namespace}: {} values",
+                destroyed.values
+            );
+            return Ok(exit::OK);
+        }
+    };
+    if args.connect.json {
+        print_json(&status)?;
+    } else {
+        for key in &status.versions {
+            println!(
+                "{}\tversion {}\t{} values\twrapped by {}",
+                key.scope, key.version, key.sealed_values, key.kek_id
+            );
+        }
+        println!("values still under older versions: {}", status.stale_values);
+    }
+    Ok(exit::OK)
 }

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use palisade_api::{
-    ApplyPolicy, AuditPage, CreateTenant, CreateToken, CreatedToken, Deploy, Deployment, ErrorBody,
-    Extension, ExtensionSummary, ExtensionVersion, InvokeEnvelope, PolicyChange, PolicyVersion,
-    PublishVersion, RevertPolicy, Review, Rollback, Tenant, TokenInfo, Whoami,
+    ApplyPolicy, AuditPage, CreateTenant, CreateToken, CreatedToken, Deploy, Deployment, Destroyed,
+    ErrorBody, Extension, ExtensionSummary, ExtensionVersion, InvokeEnvelope, KeysStatus,
+    PolicyChange, PolicyVersion, PublishVersion, RevertPolicy, Review, Rollback, SecretInfo,
+    SetSecret, Tenant, TokenInfo, Whoami,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -483,6 +484,78 @@ impl Client {
                 reason: reason.to_owned(),
             },
         )
+        .await
+    }
+
+    pub async fn decommission_tenant(&self, tenant: &str) -> Result<Tenant, ClientError> {
+        self.post(
+            &format!("/v1/tenants/{tenant}:decommission"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Stores a new version of a secret (write-only: no call returns it).
+    pub async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &[u8],
+    ) -> Result<SecretInfo, ClientError> {
+        let body = match std::str::from_utf8(value) {
+            Ok(text) => SetSecret {
+                value: Some(text.to_owned()),
+                value_base64: None,
+            },
+            Err(_) => SetSecret {
+                value: None,
+                value_base64: Some(base64::engine::general_purpose::STANDARD.encode(value)),
+            },
+        };
+        self.json(
+            self.request(
+                reqwest::Method::PUT,
+                &format!("/v1/tenants/{tenant}/secrets/{name}"),
+            )
+            .json(&body),
+        )
+        .await
+    }
+
+    pub async fn secrets(&self, tenant: &str) -> Result<Vec<SecretInfo>, ClientError> {
+        self.get(&format!("/v1/tenants/{tenant}/secrets")).await
+    }
+
+    pub async fn delete_secret(&self, tenant: &str, name: &str) -> Result<Destroyed, ClientError> {
+        self.json(self.request(
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/{tenant}/secrets/{name}"),
+        ))
+        .await
+    }
+
+    pub async fn keys(&self, tenant: &str) -> Result<KeysStatus, ClientError> {
+        self.get(&format!("/v1/tenants/{tenant}/keys")).await
+    }
+
+    pub async fn rotate_keys(&self, tenant: &str) -> Result<KeysStatus, ClientError> {
+        self.post(
+            &format!("/v1/tenants/{tenant}/keys:rotate"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Destroys a key-value namespace of a tenant (values and data keys).
+    pub async fn destroy_namespace(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<Destroyed, ClientError> {
+        self.json(self.request(
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/{tenant}/kv/{namespace}"),
+        ))
         .await
     }
 

@@ -30,6 +30,9 @@ impl HostCalls for NoHostCalls {
     }
 }
 
+/// Values by `(namespace, key)`, in byte order.
+pub type Entries = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
 /// An in-memory key-value store for one extension's local runs: the namespaces its manifest
 /// requests, the same key and value rules, and a per-invocation operation budget. Not
 /// persistent, not encrypted, not shared between processes.
@@ -37,7 +40,7 @@ impl HostCalls for NoHostCalls {
 pub struct MemoryKv {
     extension: String,
     namespaces: BTreeSet<String>,
-    data: Mutex<BTreeMap<(String, Vec<u8>), Vec<u8>>>,
+    data: Mutex<Entries>,
     ops_left: AtomicU64,
 }
 
@@ -90,11 +93,7 @@ impl HostCalls for MemoryKv {
 
 /// One operation on an ordered map of `(namespace, key) → value`: the reference semantics
 /// that the persistent store implements too.
-pub fn apply(
-    data: &mut BTreeMap<(String, Vec<u8>), Vec<u8>>,
-    namespace: &str,
-    op: KvOp,
-) -> Result<KvReply, KvError> {
+pub fn apply(data: &mut Entries, namespace: &str, op: KvOp) -> Result<KvReply, KvError> {
     let slot = |key: Vec<u8>| (namespace.to_owned(), key);
     Ok(match op {
         KvOp::Get { key, .. } => KvReply::Value(data.get(&slot(key)).cloned()),

@@ -88,6 +88,7 @@ fn role_allows(role: Role, action: Action) -> bool {
                 | A::Publish
                 | A::Invoke
                 | A::ReadTenantPolicy
+                | A::ListSecrets
         ),
         Role::Invoker => matches!(action, A::Invoke),
     }

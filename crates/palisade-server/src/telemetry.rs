@@ -72,12 +72,16 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    let status = response.status().as_u16();
+    let latency_us = started.elapsed().as_micros() as u64;
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            "request served"
-        );
+        // Requests shed by admission are counted in /metrics; logging each one at `info` would
+        // let a flooding tenant turn the log into the bottleneck.
+        if status == 429 {
+            tracing::debug!(status, latency_us, "request served");
+        } else {
+            tracing::info!(status, latency_us, "request served");
+        }
     });
     response
 }

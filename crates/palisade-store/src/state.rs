@@ -322,12 +322,7 @@ impl Store {
         E: sqlx::Executor<'e, Database = Sqlite>,
     {
         let data_key = self
-            .key_version(
-                executor,
-                tenant,
-                namespace_scope(namespace).as_str(),
-                version,
-            )
+            .key_version(executor, tenant, kv_scope(namespace).as_str(), version)
             .await?;
         keys::open(
             &data_key,
@@ -565,7 +560,7 @@ impl Store {
         match &new_value {
             Some(value) => {
                 let (version, data_key) = self
-                    .current_key(&mut tx, tenant, &namespace_scope(namespace))
+                    .current_key(&mut tx, tenant, &kv_scope(namespace))
                     .await?;
                 let sealed = keys::seal(
                     &data_key,
@@ -613,16 +608,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Ok(reply))
-    }
-
-    /// A tenant's key-value usage: keys and stored bytes.
-    pub async fn kv_usage(&self, tenant: &str) -> Result<(u64, u64), StoreError> {
-        let usage: Option<(i64, i64)> =
-            sqlx::query_as("SELECT keys, bytes FROM kv_usage WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(usage.map_or((0, 0), |(k, b)| (unsigned(k), unsigned(b))))
     }
 
     /// Stores a new version of a tenant secret, sealed under the tenant's secrets key. The
@@ -791,7 +776,7 @@ impl Store {
             .await?;
         let destroyed = sqlx::query("DELETE FROM data_keys WHERE tenant_id = $1 AND scope = $2")
             .bind(tenant)
-            .bind(namespace_scope(namespace))
+            .bind(kv_scope(namespace))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -812,9 +797,7 @@ impl Store {
         append(&mut tx, actor, change).await?;
         tx.commit().await?;
         if let Some(keyring) = &self.keys {
-            keyring
-                .cache
-                .forget(tenant, Some(&namespace_scope(namespace)));
+            keyring.cache.forget(tenant, Some(&kv_scope(namespace)));
         }
         Ok(unsigned(keys))
     }
@@ -936,7 +919,7 @@ impl Store {
     /// wait.
     pub async fn reencrypt(&self, tenant: &str, batch: u32) -> Result<u64, StoreError> {
         let mut tx = self.write().await?;
-        let stale: Vec<(String, Vec<u8>, Vec<u8>, i64, i64)> = sqlx::query_as(
+        let stale: Vec<StaleValue> = sqlx::query_as(
             "SELECT e.namespace, e.key, e.sealed, e.key_version, \
                (SELECT MAX(version) FROM data_keys d WHERE d.tenant_id = e.tenant_id AND d.scope = 'kv:' || e.namespace) \
              FROM kv_entries e WHERE e.tenant_id = $1 AND e.key_version < \
@@ -952,7 +935,7 @@ impl Store {
                 .read_value(&mut *tx, tenant, namespace, key, sealed, *version)
                 .await?;
             let data_key = self
-                .key_version(&mut *tx, tenant, &namespace_scope(namespace), *newest)
+                .key_version(&mut *tx, tenant, &kv_scope(namespace), *newest)
                 .await?;
             let resealed = keys::seal(
                 &data_key,
@@ -972,7 +955,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let secrets: Vec<(String, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
+        let secrets: Vec<StaleSecret> = sqlx::query_as(
             "SELECT s.name, s.version, s.sealed, s.key_version, \
                (SELECT MAX(version) FROM data_keys d WHERE d.tenant_id = s.tenant_id AND d.scope = 'secrets') \
              FROM secrets s WHERE s.tenant_id = $1 AND s.key_version < \
@@ -1075,9 +1058,10 @@ impl Store {
     }
 }
 
-fn namespace_scope(namespace: &str) -> String {
-    kv_scope(namespace)
-}
+/// A value sealed under an older data key: namespace, key, sealed, its key version, newest.
+type StaleValue = (String, Vec<u8>, Vec<u8>, i64, i64);
+/// A secret version under an older data key: name, version, sealed, key version, newest.
+type StaleSecret = (String, i64, Vec<u8>, i64, i64);
 
 fn parse_counter(bytes: &[u8]) -> Result<i64, KvError> {
     std::str::from_utf8(bytes)

@@ -202,7 +202,7 @@ mod tests {
             Err(FrameError::Version(9))
         ));
         assert!(matches!(
-            decode::<FromWorker>(&[0, 0, 0, 2, 1, 77]).await,
+            decode::<FromWorker>(&[0, 0, 0, 2, PROTOCOL_VERSION, 77]).await,
             Err(FrameError::Malformed(_))
         ));
         assert!(matches!(

@@ -48,6 +48,13 @@ enum Endpoint {
     RevertBaseline,
     AuditPage,
     AuditVerify,
+    Decommission,
+    SetSecret,
+    ListSecrets,
+    DeleteSecret,
+    ReadKeys,
+    RotateKeys,
+    DestroyNamespace,
 }
 
 use Endpoint as E;
@@ -85,6 +92,13 @@ const MATRIX: &[(Endpoint, [u16; 5], bool)] = &[
     (E::RevertBaseline, [200, 403, 403, 403, 403], false),
     (E::AuditPage, [200, 200, 403, 403, 403], false),
     (E::AuditVerify, [200, 200, 403, 403, 403], false),
+    (E::Decommission, [200, 403, 403, 403, 403], true),
+    (E::SetSecret, [200, 403, 200, 403, 403], true),
+    (E::ListSecrets, [200, 200, 200, 200, 403], true),
+    (E::DeleteSecret, [200, 403, 200, 403, 403], true),
+    (E::ReadKeys, [200, 200, 200, 403, 403], true),
+    (E::RotateKeys, [200, 403, 200, 403, 403], true),
+    (E::DestroyNamespace, [200, 403, 200, 403, 403], true),
 ];
 
 const OWN: &str = "acme";
@@ -124,7 +138,13 @@ fn call(method: Method, path: String, body: Option<Value>) -> Call {
 
 /// Sets up what `endpoint` needs on `tenant` (as the administrator) and builds its request.
 /// With `prepare == false` (for a tenant that does not exist), only builds the request.
-async fn request(world: &InProcess, endpoint: Endpoint, tenant: &str, prepare: bool) -> Call {
+async fn request(
+    world: &InProcess,
+    endpoint: Endpoint,
+    tenant: &str,
+    prepare: bool,
+    column: usize,
+) -> Call {
     let n = world.next();
     let fresh = format!("2.0.{n}");
     let ext = format!("/v1/tenants/{tenant}/extensions/echo");
@@ -250,6 +270,57 @@ async fn request(world: &InProcess, endpoint: Endpoint, tenant: &str, prepare: b
         ),
         E::AuditPage => call(Method::GET, "/v1/audit?limit=5".into(), None),
         E::AuditVerify => call(Method::GET, "/v1/audit/verify".into(), None),
+        E::Decommission => {
+            // A platform administrator may decommission: let it destroy a throwaway tenant,
+            // not the one the other cells use.
+            let target = if prepare && column == 0 {
+                let id = format!("doomed{n}");
+                world
+                    .admin(Method::POST, "/v1/tenants", Some(json!({ "id": id })))
+                    .await;
+                id
+            } else {
+                tenant.to_owned()
+            };
+            call(
+                Method::POST,
+                format!("/v1/tenants/{target}:decommission"),
+                None,
+            )
+        }
+        E::SetSecret => call(
+            Method::PUT,
+            format!("/v1/tenants/{tenant}/secrets/s{n}"),
+            Some(json!({ "value": "v" })),
+        ),
+        E::ListSecrets => call(Method::GET, format!("/v1/tenants/{tenant}/secrets"), None),
+        E::DeleteSecret => {
+            if prepare {
+                world
+                    .admin(
+                        Method::PUT,
+                        &format!("/v1/tenants/{tenant}/secrets/d{n}"),
+                        Some(json!({ "value": "v" })),
+                    )
+                    .await;
+            }
+            call(
+                Method::DELETE,
+                format!("/v1/tenants/{tenant}/secrets/d{n}"),
+                None,
+            )
+        }
+        E::ReadKeys => call(Method::GET, format!("/v1/tenants/{tenant}/keys"), None),
+        E::RotateKeys => call(
+            Method::POST,
+            format!("/v1/tenants/{tenant}/keys:rotate"),
+            None,
+        ),
+        E::DestroyNamespace => call(
+            Method::DELETE,
+            format!("/v1/tenants/{tenant}/kv/echo"),
+            None,
+        ),
     }
 }
 
@@ -321,7 +392,7 @@ async fn every_endpoint_role_and_tenant_answers_exactly_as_specified() {
             for &tenant in tenants {
                 let foreign = tenant == OTHER && column >= 2;
                 let want = if foreign { 404 } else { expected[column] };
-                let request = request(&world, endpoint, tenant, true).await;
+                let request = request(&world, endpoint, tenant, true, column).await;
                 let answer = send(&world, Some(token), &request).await;
                 cells += 1;
                 if answer.status.as_u16() != want {
@@ -352,7 +423,7 @@ async fn every_endpoint_role_and_tenant_answers_exactly_as_specified() {
             }
         }
     }
-    assert_eq!(cells, 20 * 5 * 2 + 9 * 5, "every cell of the matrix ran");
+    assert_eq!(cells, 27 * 5 * 2 + 9 * 5, "every cell of the matrix ran");
     assert!(
         failures.is_empty(),
         "{} of {cells} cells differ:\n{}",
@@ -363,7 +434,7 @@ async fn every_endpoint_role_and_tenant_answers_exactly_as_specified() {
 }
 
 async fn request_for_absent(world: &InProcess, endpoint: Endpoint) -> Call {
-    request(world, endpoint, ABSENT, false).await
+    request(world, endpoint, ABSENT, false, 2).await
 }
 
 #[tokio::test]
@@ -396,7 +467,7 @@ async fn no_token_or_a_bad_token_is_401_everywhere_and_health_needs_none() {
         secret
     };
     for &(endpoint, _, _) in MATRIX {
-        let request = request(&world, endpoint, OWN, false).await;
+        let request = request(&world, endpoint, OWN, false, 2).await;
         for token in [
             None,
             Some("pal_0000"),

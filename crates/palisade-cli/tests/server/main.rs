@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod lifecycle;
 mod openapi;
+mod state;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -475,7 +475,10 @@ pub async fn invoke(
         quota: kv_quota,
         ops_left: std::sync::atomic::AtomicU64::new(resolved.effective.get(LimitKey::KvOps)),
         rates: state.kv_rates.for_tenant(tenant, kv_rate, disk_io),
-        deadline: tokio::time::Instant::now() + limits.wall_time,
+        // Rate quotas wait at most until shortly before the deadline, so the guest still has
+        // time to handle the refusal: a tenth of the deadline, at most 100 ms.
+        deadline: tokio::time::Instant::now() + limits.wall_time
+            - (limits.wall_time / 10).min(std::time::Duration::from_millis(100)),
     });
     let span =
         tracing::info_span!("invocation", %invocation_id, tenant, extension = name, %version);

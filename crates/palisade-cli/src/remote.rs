@@ -96,6 +96,20 @@ impl From<ClientError> for Failure {
 }
 
 impl ConnectArgs {
+    /// A client without a token (for the public endpoints).
+    pub fn anonymous(&self) -> Result<Client, Failure> {
+        let file = match config_path() {
+            Some(path) if path.exists() => read_config(&path)?,
+            _ => ConfigFile::default(),
+        };
+        let server = self
+            .server
+            .clone()
+            .or(file.server)
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        Ok(Client::anonymous(&server)?)
+    }
+
     pub fn client(&self) -> Result<Client, Failure> {
         let file = match config_path() {
             Some(path) if path.exists() => read_config(&path)?,
@@ -245,6 +259,15 @@ enum TokenCommand {
     },
     /// Revoke a token by its id (`tok-...`), at once.
     Revoke { id: String },
+    /// Verify a short-lived token the egress gateway injected: its signature against the
+    /// server's published keys (/.well-known/jwks.json), its expiry and its audience.
+    Verify {
+        /// The token (a JWT), or `-` to read it from standard input.
+        token: String,
+        /// The audience it must be for.
+        #[arg(long)]
+        audience: Option<String>,
+    },
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -257,8 +280,12 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub async fn token(args: TokenArgs) -> Result<u8, Failure> {
+    if let TokenCommand::Verify { token, audience } = &args.command {
+        return verify_token(&args.connect, token, audience.as_deref()).await;
+    }
     let client = args.connect.client()?;
     match args.command {
+        TokenCommand::Verify { .. } => {}
         TokenCommand::Create {
             name,
             role,
@@ -876,4 +903,33 @@ pub async fn keys(args: KeysArgs) -> Result<u8, Failure> {
         println!("values still under older versions: {}", status.stale_values);
     }
     Ok(exit::OK)
+}
+
+/// Exit 0 and the claims when the token verifies; 1 and the reason when it does not.
+async fn verify_token(
+    connect: &ConnectArgs,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<u8, Failure> {
+    let token = if token == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?;
+        text.trim().to_owned()
+    } else {
+        token.to_owned()
+    };
+    let client = connect.anonymous()?;
+    let keys = client.jwks().await?;
+    let now = palisade_policy::now_unix();
+    match palisade_egress::tokens::verify(&token, &keys, audience, now) {
+        Ok(claims) => {
+            print_json(&claims)?;
+            Ok(exit::OK)
+        }
+        Err(error) => {
+            println!("token does NOT verify: {error}");
+            Ok(exit::EXTENSION_FAILED)
+        }
+    }
 }

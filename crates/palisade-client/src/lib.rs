@@ -200,6 +200,11 @@ impl Client {
             .map(|_| ())
     }
 
+    /// The server's published token keys (`/.well-known/jwks.json`).
+    pub async fn jwks(&self) -> Result<palisade_egress::Jwks, ClientError> {
+        self.get("/.well-known/jwks.json").await
+    }
+
     pub async fn whoami(&self) -> Result<Whoami, ClientError> {
         self.get("/v1/whoami").await
     }
@@ -467,6 +472,22 @@ impl Client {
                 &format!("/v1/tenants/{tenant}/policy"),
             )
             .json(&body),
+        )
+        .await
+    }
+
+    pub async fn apply_baseline(
+        &self,
+        document: &str,
+        reason: &str,
+    ) -> Result<PolicyChange, ClientError> {
+        let body = ApplyPolicy {
+            document: document.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.json(
+            self.request(reqwest::Method::PUT, "/v1/policies/baseline")
+                .json(&body),
         )
         .await
     }

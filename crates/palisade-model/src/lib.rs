@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod egress;
 pub mod kv;
 pub mod limits;
 pub mod manifest;

@@ -67,6 +67,10 @@ pub struct Capabilities {
     /// or names of namespaces shared by the tenant's extensions.
     #[serde(default)]
     pub kv: Vec<Spanned<String>>,
+    /// Outbound HTTP destinations (API 1.2): URL patterns such as
+    /// `https://api.example.com/v1/*` or `https://*.example.com`.
+    #[serde(default)]
+    pub http: Vec<Spanned<String>>,
 }
 
 impl Capabilities {
@@ -80,6 +84,14 @@ impl Capabilities {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The outbound HTTP destinations requested (invalid ones were refused at parse time).
+    pub fn http_patterns(&self) -> Vec<crate::egress::UrlPattern> {
+        self.http
+            .iter()
+            .filter_map(|p| crate::egress::UrlPattern::parse(p.get_ref()).ok())
+            .collect()
     }
 }
 
@@ -355,6 +367,30 @@ impl Manifest {
                     error.message,
                 ));
             }
+        }
+        for pattern in &self.capabilities.http {
+            if let Err(problem) = crate::egress::UrlPattern::parse(pattern.get_ref()) {
+                return Err(ManifestError::at(
+                    text,
+                    pattern.span().start,
+                    "capabilities.http",
+                    problem,
+                ));
+            }
+        }
+        if !self.capabilities.http.is_empty()
+            && self.extension.api.version < semver::Version::new(1, 2, 0)
+        {
+            let offset = text.find("[capabilities").unwrap_or(0);
+            return Err(ManifestError::at(
+                text,
+                offset,
+                "capabilities.http",
+                format!(
+                    "outbound HTTP needs API palisade:extension@1.2.0 or later; this manifest asks for {}",
+                    self.extension.api
+                ),
+            ));
         }
         if !self.capabilities.kv.is_empty()
             && self.extension.api.version < semver::Version::new(1, 1, 0)

@@ -59,6 +59,7 @@ fn layer(tenant: &str, rules: usize) -> palisade_policy::CompiledLayer {
         scope: Scope::Tenant(TenantId::new(tenant).unwrap()),
         description: None,
         limits: LimitSet::new(),
+        egress: Default::default(),
         cedar: tenant_rules(tenant, rules),
         cedar_source: "bench".into(),
     }

@@ -45,6 +45,9 @@ impl Deployment {
         if !self.kv_namespaces().is_empty() {
             actions.extend([Action::KvRead, Action::KvWrite]);
         }
+        if !self.manifest.capabilities.http.is_empty() {
+            actions.insert(Action::HttpRequest);
+        }
         actions
     }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{Location, PolicyError};
@@ -46,7 +46,7 @@ impl fmt::Display for Scope {
     }
 }
 
-impl serde::Serialize for Scope {
+impl Serialize for Scope {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
@@ -59,6 +59,9 @@ pub struct PolicyDocument {
     pub scope: Scope,
     pub description: Option<String>,
     pub limits: LimitSet,
+    /// How the egress gateway treats this layer's traffic: private ranges allowed (baseline),
+    /// credentials and short-lived tokens injected, extra CAs and client certificates (tenant).
+    pub egress: EgressRules,
     /// The Cedar policies, as text.
     pub cedar: String,
     /// Where the Cedar text came from, for error messages (`cedar.text` or a path).
@@ -84,7 +87,176 @@ struct RawDocument {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    egress: Option<Spanned<EgressRules>>,
+    #[serde(default)]
     cedar: Option<Spanned<RawCedar>>,
+}
+
+/// The `[egress]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRules {
+    /// CIDRs the gateway may connect to although they are loopback, private, link-local, ...
+    /// (baseline only: the platform decides; the Cedar policies must permit them too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_private: Vec<String>,
+    /// Headers the gateway adds from tenant secrets (the guest never sees the value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialRule>,
+    /// Short-lived, per-invocation tokens the gateway mints and adds (for calls back into
+    /// the SaaS's own API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenRule>,
+    /// Extra certificate authorities (PEM in a tenant secret) trusted for a host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca: Vec<CaRule>,
+    /// Client certificates (PEM in tenant secrets) presented to a host (mutual TLS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certs: Vec<ClientCertRule>,
+}
+
+impl EgressRules {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRule {
+    /// The exact host, or `*.domain`.
+    pub host: String,
+    /// The header to set (lowercase); the guest's own header of that name is dropped.
+    pub header: String,
+    /// The tenant secret whose value goes in.
+    pub secret: String,
+    /// The header value, with `{secret}` where the value goes (default: the value alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRule {
+    pub host: String,
+    pub header: String,
+    /// The token's `aud` claim.
+    pub audience: String,
+    /// Lifetime, 1 s to 1 h (default 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<palisade_model::units::DurationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaRule {
+    pub host: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertRule {
+    pub host: String,
+    pub cert_secret: String,
+    pub key_secret: String,
+}
+
+/// `*.domain` or an exact host name or address, lowercase.
+fn valid_host_rule(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && !name.contains('*')
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':')
+        })
+}
+
+fn valid_header(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
+        && !matches!(
+            name,
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        )
+}
+
+/// `address/prefix` with a prefix that fits the address family.
+pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (address, prefix) = text.split_once('/')?;
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then_some((address, prefix))
+}
+
+impl EgressRules {
+    fn validate(&self, scope: &Scope) -> Result<(), String> {
+        if !self.allow_private.is_empty() && scope != &Scope::Baseline {
+            return Err("`allow_private` belongs in the baseline: the platform decides which private ranges are reachable".into());
+        }
+        for cidr in &self.allow_private {
+            if parse_cidr(cidr).is_none() {
+                return Err(format!("`{cidr}` is not a CIDR (address/prefix)"));
+            }
+        }
+        let hosts = self
+            .credentials
+            .iter()
+            .map(|r| &r.host)
+            .chain(self.tokens.iter().map(|r| &r.host))
+            .chain(self.ca.iter().map(|r| &r.host))
+            .chain(self.client_certs.iter().map(|r| &r.host));
+        for host in hosts {
+            if !valid_host_rule(host) {
+                return Err(format!(
+                    "`{host}` is not a lowercase host name or `*.domain`"
+                ));
+            }
+        }
+        for header in self
+            .credentials
+            .iter()
+            .map(|r| &r.header)
+            .chain(self.tokens.iter().map(|r| &r.header))
+        {
+            if !valid_header(header) {
+                return Err(format!(
+                    "`{header}` is not a header the gateway may set (lowercase token, not a hop-by-hop header)"
+                ));
+            }
+        }
+        for rule in &self.credentials {
+            if let Some(format) = &rule.format
+                && format.matches("{secret}").count() != 1
+            {
+                return Err(format!(
+                    "credential format `{format}` must contain `{{secret}}` once"
+                ));
+            }
+        }
+        for rule in &self.tokens {
+            if let Some(ttl) = rule.ttl
+                && !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+                    .contains(&ttl.0)
+            {
+                return Err(format!("token ttl {ttl} is outside 1s to 1h"));
+            }
+        }
+        if (!self.credentials.is_empty()
+            || !self.tokens.is_empty()
+            || !self.ca.is_empty()
+            || !self.client_certs.is_empty())
+            && scope == &Scope::Baseline
+        {
+            return Err(
+                "credentials, tokens, CAs and client certificates belong to a tenant policy".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +312,20 @@ impl PolicyDocument {
             ),
         };
         let limits = raw.limits.validate(text)?;
+        let egress = match raw.egress {
+            None => EgressRules::default(),
+            Some(egress) => {
+                let location = at(egress.span().start);
+                let rules = egress.into_inner();
+                rules
+                    .validate(&scope)
+                    .map_err(|message| PolicyError::Layer {
+                        location,
+                        message: format!("[egress]: {message}"),
+                    })?;
+                rules
+            }
+        };
         let (cedar, cedar_source) = match raw.cedar {
             None => (String::new(), "cedar.text".to_owned()),
             Some(cedar) => {
@@ -173,6 +359,7 @@ impl PolicyDocument {
             scope,
             description: raw.description,
             limits,
+            egress,
             cedar,
             cedar_source,
         })
@@ -210,6 +397,11 @@ impl PolicyDocument {
             table.insert("description".into(), description.as_str().into());
         }
         table.insert("limits".into(), toml::Value::Table(self.limits.to_toml()));
+        if !self.egress.is_empty()
+            && let Ok(egress) = toml::Value::try_from(&self.egress)
+        {
+            table.insert("egress".into(), egress);
+        }
         let mut cedar = toml::Table::new();
         cedar.insert("text".into(), self.cedar.as_str().into());
         table.insert("cedar".into(), toml::Value::Table(cedar));

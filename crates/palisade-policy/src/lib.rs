@@ -61,7 +61,10 @@ pub mod store;
 
 pub use deployment::{Deployment, DeploymentImpact, PreparedDeployment, dry_run};
 pub use diff::LayerDiff;
-pub use document::{PolicyDocument, Scope};
+pub use document::{
+    CaRule, ClientCertRule, CredentialRule, EgressRules, PolicyDocument, Scope, TokenRule,
+    parse_cidr,
+};
 pub use engine::{CompiledLayer, Decision, PolicyEngine, Reason, ReasonKind};
 pub use error::{Location, PolicyError, RequestError, StoreError};
 pub use limits::{EffectiveLimits, LimitKey, LimitSet};

@@ -36,6 +36,10 @@ pub enum LimitKey {
     EgressRequests,
     /// Outbound HTTP bytes (sent + received) per invocation.
     EgressBytes,
+    /// Time one outbound request may take, start to last byte.
+    EgressTimeout,
+    /// Outbound connections open at once, per tenant.
+    EgressConnections,
     /// Key-value keys per tenant.
     KvKeys,
     /// Key-value bytes stored per tenant.
@@ -70,7 +74,7 @@ pub enum Unit {
 }
 
 impl LimitKey {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::Fuel,
         Self::WallTime,
         Self::Memory,
@@ -80,6 +84,8 @@ impl LimitKey {
         Self::Input,
         Self::EgressRequests,
         Self::EgressBytes,
+        Self::EgressTimeout,
+        Self::EgressConnections,
         Self::KvKeys,
         Self::KvBytes,
         Self::KvOps,
@@ -104,6 +110,8 @@ impl LimitKey {
             Self::Input => "input",
             Self::EgressRequests => "egress_requests",
             Self::EgressBytes => "egress_bytes",
+            Self::EgressTimeout => "egress_timeout",
+            Self::EgressConnections => "egress_connections",
             Self::KvKeys => "kv_keys",
             Self::KvBytes => "kv_bytes",
             Self::KvOps => "kv_ops",
@@ -122,10 +130,11 @@ impl LimitKey {
             Self::Fuel
             | Self::LogLines
             | Self::EgressRequests
+            | Self::EgressConnections
             | Self::KvKeys
             | Self::KvOps
             | Self::Concurrency => Unit::Count,
-            Self::WallTime => Unit::Micros,
+            Self::WallTime | Self::EgressTimeout => Unit::Micros,
             Self::Memory
             | Self::Output
             | Self::Logs
@@ -152,6 +161,8 @@ impl LimitKey {
             Self::Input => c.input_bytes,
             Self::EgressRequests => 10_000,
             Self::EgressBytes => 1 << 30,
+            Self::EgressTimeout => micros(c.wall_time),
+            Self::EgressConnections => 1_024,
             Self::KvKeys => 10_000_000,
             Self::KvBytes => 10 << 30,
             Self::KvOps => 100_000,
@@ -335,6 +346,8 @@ pub(crate) struct RawLimits {
     input: Option<Spanned<ByteSize>>,
     egress_requests: Option<Spanned<u64>>,
     egress_bytes: Option<Spanned<ByteSize>>,
+    egress_timeout: Option<Spanned<DurationSpec>>,
+    egress_connections: Option<Spanned<u64>>,
     kv_keys: Option<Spanned<u64>>,
     kv_bytes: Option<Spanned<ByteSize>>,
     kv_ops: Option<Spanned<u64>>,
@@ -375,6 +388,13 @@ impl RawLimits {
             (LimitKey::Input, b(&self.input)),
             (LimitKey::EgressRequests, n(&self.egress_requests)),
             (LimitKey::EgressBytes, b(&self.egress_bytes)),
+            (
+                LimitKey::EgressTimeout,
+                self.egress_timeout
+                    .as_ref()
+                    .map(|s| (micros(s.get_ref().0), s.span())),
+            ),
+            (LimitKey::EgressConnections, n(&self.egress_connections)),
             (LimitKey::KvKeys, n(&self.kv_keys)),
             (LimitKey::KvBytes, b(&self.kv_bytes)),
             (LimitKey::KvOps, n(&self.kv_ops)),

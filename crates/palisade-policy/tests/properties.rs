@@ -23,6 +23,7 @@ fn document(scope: Scope, limits: LimitSet, cedar: String) -> PolicyDocument {
         scope,
         description: None,
         limits,
+        egress: Default::default(),
         cedar,
         cedar_source: "test".into(),
     }

@@ -54,14 +54,19 @@ const WASI_STD: [(&str, &str); 20] = [
     ("wasi:filesystem", "preopens"),
 ];
 
+/// Outbound HTTP, from API 1.2: sent by the egress gateway, never by the guest's process.
+const WASI_HTTP: [(&str, &str); 2] = [("wasi:http", "types"), ("wasi:http", "outgoing-handler")];
+
 /// The WASI 0.2 release the host's bindings implement.
 const WASI_VERSION: semver::Version = semver::Version::new(0, 2, 12);
 
 impl Catalog {
-    /// The catalog of this build: `palisade:extension@1.0.0` (logs, configuration) and
-    /// `palisade:extension@1.1.0` (adds key-value state). Older entries stay served.
+    /// The catalog of this build: `palisade:extension@1.0.0` (logs, configuration),
+    /// `palisade:extension@1.1.0` (adds key-value state) and `palisade:extension@1.2.0` (adds
+    /// outbound HTTP: the standard `wasi:http/outgoing-handler` and `wasi:http/types`). Older
+    /// entries stay served.
     pub fn builtin() -> Self {
-        let entry = |version: semver::Version, interfaces: &[&'static str]| {
+        let entry = |version: semver::Version, interfaces: &[&'static str], http: bool| {
             let mut imports: Vec<AllowedInterface> = interfaces
                 .iter()
                 .map(|interface| AllowedInterface {
@@ -79,6 +84,17 @@ impl Catalog {
                         version: WASI_VERSION,
                     }),
             );
+            if http {
+                imports.extend(
+                    WASI_HTTP
+                        .iter()
+                        .map(|(package, interface)| AllowedInterface {
+                            package,
+                            interface,
+                            version: WASI_VERSION,
+                        }),
+                );
+            }
             CatalogEntry {
                 api: ApiPackage {
                     version,
@@ -89,10 +105,20 @@ impl Catalog {
         };
         Self {
             entries: vec![
-                entry(semver::Version::new(1, 0, 0), &["types", "log", "config"]),
+                entry(
+                    semver::Version::new(1, 0, 0),
+                    &["types", "log", "config"],
+                    false,
+                ),
                 entry(
                     semver::Version::new(1, 1, 0),
                     &["types", "log", "config", "kv"],
+                    false,
+                ),
+                entry(
+                    semver::Version::new(1, 2, 0),
+                    &["types", "log", "config", "kv"],
+                    true,
                 ),
             ],
         }
@@ -227,6 +253,12 @@ mod tests {
         let entry = catalog.entry(&v1_1).unwrap();
         assert!(entry.allows("palisade:extension/kv@1.1.0"));
         assert!(entry.allows("palisade:extension/log@1.0.0"));
+        assert!(!entry.allows("wasi:http/outgoing-handler@0.2.6"));
+        let v1_2 = ApiPackage::parse("palisade:extension@1.2.0").unwrap();
+        let entry = catalog.entry(&v1_2).unwrap();
+        assert!(entry.allows("wasi:http/outgoing-handler@0.2.6"));
+        assert!(entry.allows("wasi:http/types@0.2.0"));
+        assert!(!entry.allows("wasi:sockets/tcp@0.2.6"));
         let entry = catalog.entry(&ApiPackage::extension_v1()).unwrap();
         assert_eq!(entry.api.version, semver::Version::new(1, 0, 0));
         assert!(!entry.allows("palisade:extension/kv@1.1.0"));

@@ -11,16 +11,18 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capture::SharedCapture;
+use crate::egress::EgressHooks;
 use crate::host_calls::HostCalls;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Bindings for the newest 1.x API, `palisade:extension@1.1.0`. Components built against an
-/// older 1.x (1.0.0) link against them too: the linker matches imports by semver, and the
+/// Bindings for the newest 1.x API, `palisade:extension@1.2.0`. Components built against an
+/// older 1.x (1.0.0, 1.1.0) link against them too: the linker matches imports by semver, and the
 /// catalog still holds each component to the interfaces of the version its manifest names. A
 /// new major version gets a module of its own so both can be served side by side.
 pub mod v1 {
     wasmtime::component::bindgen!({
-        path: "../../wit/extension@1.1.0",
-        world: "palisade:extension/extension@1.1.0",
+        path: "../../wit/extension@1.2.0",
+        world: "palisade:extension/extension@1.2.0",
         imports: {
             "palisade:extension/log.write": trappable,
             "palisade:extension/kv": async | trappable,
@@ -46,6 +48,18 @@ pub(crate) struct HostState {
     pub(crate) capture: SharedCapture,
     pub(crate) config: Arc<BTreeMap<String, String>>,
     pub(crate) host: Arc<dyn HostCalls>,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) egress: EgressHooks,
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
+    }
 }
 
 impl WasiView for HostState {

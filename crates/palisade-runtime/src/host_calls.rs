@@ -8,12 +8,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use palisade_model::egress::{EgressError, EgressErrorKind, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply, resolve_namespace};
 
 /// Answers one invocation's host calls. One value per invocation: it knows whose they are.
 #[async_trait::async_trait]
 pub trait HostCalls: Send + Sync {
     async fn kv(&self, op: KvOp) -> Result<KvReply, KvError>;
+
+    /// One outbound HTTP request; hosts without an egress gateway refuse it.
+    async fn http(&self, request: HttpRequest) -> Result<HttpResponse, EgressError> {
+        Err(EgressError::new(
+            EgressErrorKind::Unavailable,
+            format!(
+                "outbound HTTP needs the egress gateway of a Palisade server ({} {})",
+                request.method, request.url
+            ),
+        ))
+    }
 }
 
 /// For hosts that offer no key-value state: every call is `unavailable`.

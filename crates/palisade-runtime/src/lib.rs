@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod capture;
 pub mod catalog;
+mod egress;
 mod host;
 pub mod host_calls;
 mod runtime;

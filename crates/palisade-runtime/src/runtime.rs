@@ -21,10 +21,12 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::cache::{CacheSource, ComponentCache};
 use crate::capture::{LogLimitExceeded, SharedCapture};
 use crate::catalog::Catalog;
+use crate::egress::EgressHooks;
 use crate::host::{
     HostState, KvBudgetExhausted, MemoryLimitExceeded, MemoryLimiter, TableLimitExceeded, v1,
 };
 use crate::host_calls::{HostCalls, NoHostCalls};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 /// How the engine is built. One engine serves every extension of a process.
 #[derive(Debug, Clone)]
@@ -207,6 +209,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         v1::Extension::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
@@ -374,6 +378,10 @@ impl Runtime {
             limiter: MemoryLimiter::new(limits.memory_bytes, self.config.max_table_elements),
             capture: capture.clone(),
             config: Arc::clone(&extension.inner.config),
+            egress: EgressHooks {
+                host: Arc::clone(&host),
+            },
+            http: WasiHttpCtx::new(),
             host,
         };
         let mut store = Store::new(&self.engine, state);

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade_api::ApiErrorKind;
+use palisade_egress::TokenBucket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -59,57 +60,6 @@ impl Rejection {
             Self::Rate => "rate",
             Self::Concurrency => "concurrency",
             Self::Overloaded => "overloaded",
-        }
-    }
-}
-
-/// A token bucket: `rate` tokens per second, holding at most one second's worth.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl TokenBucket {
-    pub fn new(rate: u64) -> Self {
-        let rate = rate.max(1) as f64;
-        Self {
-            rate,
-            state: Mutex::new((rate, Instant::now())),
-        }
-    }
-
-    /// Takes `n` tokens, or says how long until they are there (then takes nothing). A
-    /// request larger than the bucket waits for a full bucket and takes it all.
-    pub fn take(&self, n: u64, now: Instant) -> Result<(), Duration> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, updated) = &mut *state;
-        let elapsed = now.saturating_duration_since(*updated).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.rate).min(self.rate);
-        *updated = now;
-        let wanted = (n as f64).min(self.rate);
-        if *tokens >= wanted {
-            *tokens -= wanted;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((wanted - *tokens) / self.rate))
-        }
-    }
-
-    /// Takes `n` tokens, waiting for them when they are due before `deadline`: a caller over
-    /// its rate slows down first and fails only when waiting would miss the deadline.
-    pub async fn take_by(&self, n: u64, deadline: tokio::time::Instant) -> Result<(), Duration> {
-        loop {
-            match self.take(n, Instant::now()) {
-                Ok(()) => return Ok(()),
-                Err(wait) if tokio::time::Instant::now() + wait < deadline => {
-                    tokio::time::sleep(wait).await;
-                }
-                Err(wait) => return Err(wait),
-            }
         }
     }
 }
@@ -307,26 +257,6 @@ mod tests {
         );
         // Another tenant is untouched.
         assert!(admission.admit("globex", quota(5, 100)).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn a_bucket_slows_a_caller_before_it_fails_it() {
-        let bucket = TokenBucket::new(100);
-        let now = Instant::now();
-        assert!(bucket.take(100, now).is_ok());
-        assert!(bucket.take(1, now).is_err());
-        let soon = tokio::time::Instant::now() + Duration::from_millis(200);
-        assert!(
-            bucket.take_by(5, soon).await.is_ok(),
-            "5 tokens come within 50 ms"
-        );
-        let now = tokio::time::Instant::now();
-        assert!(
-            bucket
-                .take_by(100, now + Duration::from_millis(10))
-                .await
-                .is_err()
-        );
     }
 
     #[tokio::test]

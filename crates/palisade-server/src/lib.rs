@@ -25,7 +25,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod executor;
-pub mod kv_host;
+pub mod guest_host;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -84,6 +84,8 @@ pub struct ServerConfig {
     /// The key-encryption key being rotated away from: data keys wrapped under it are
     /// re-wrapped under `kek` at start-up.
     pub previous_kek: Option<PathBuf>,
+    /// How the egress gateway resolves names (the system resolver; tests pin answers).
+    pub resolver: Arc<dyn palisade_egress::Resolver>,
 }
 
 impl ServerConfig {
@@ -111,6 +113,7 @@ impl ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             kek: KekSource::DataDir,
             previous_kek: None,
+            resolver: Arc::new(palisade_egress::SystemResolver),
         }
     }
 }
@@ -166,6 +169,17 @@ pub async fn build_state(
         config.pool.clone(),
     )?);
     let metrics = metrics::Metrics::new(config.max_tenant_labels, Arc::clone(&executor));
+    let seed = store
+        .signing_seed(|seed| {
+            palisade_egress::TokenSigner::from_seed(*seed)
+                .kid()
+                .to_owned()
+        })
+        .await?;
+    let gateway = palisade_egress::Gateway::new(
+        Arc::clone(&config.resolver),
+        Some(Arc::new(palisade_egress::TokenSigner::from_seed(seed))),
+    );
     let state = Arc::new(AppState::new(
         store,
         config.settings.clone(),
@@ -173,6 +187,7 @@ pub async fn build_state(
         metrics,
         admission::Admission::new(config.admission.clone()),
         engine,
+        gateway,
     ));
     Ok((state, admin_token))
 }

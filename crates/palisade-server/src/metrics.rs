@@ -43,6 +43,18 @@ struct RejectionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EgressLabels {
+    tenant: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    tenant: String,
+    direction: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     route: String,
     method: String,
@@ -104,6 +116,8 @@ pub struct Metrics {
     memory: HistogramFamily<ExtensionLabels>,
     rejected: Family<RejectionLabels, Counter>,
     http: Family<HttpLabels, Counter>,
+    egress: Family<EgressLabels, Counter>,
+    egress_bytes: Family<DirectionLabels, Counter>,
 }
 
 /// Reads the worker pool's counters at each scrape.
@@ -192,6 +206,18 @@ impl Metrics {
             "HTTP requests by route template, method and status.",
             http.clone(),
         );
+        let egress = Family::<EgressLabels, Counter>::default();
+        registry.register(
+            "palisade_egress_requests",
+            "Outbound HTTP requests through the egress gateway, by tenant and outcome (`ok` or the refusal kind).",
+            egress.clone(),
+        );
+        let egress_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "palisade_egress_bytes",
+            "Bytes through the egress gateway (request bodies sent, response bodies received), by tenant.",
+            egress_bytes.clone(),
+        );
         registry.register_collector(Box::new(PoolCollector(executor)));
         Self {
             registry,
@@ -205,6 +231,8 @@ impl Metrics {
             memory,
             rejected,
             http,
+            egress,
+            egress_bytes,
         }
     }
 
@@ -260,6 +288,24 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    pub fn record_egress(&self, tenant: &str, outcome: &str, sent: u64, received: u64) {
+        let tenant = self.tenants.label(tenant);
+        self.egress
+            .get_or_create(&EgressLabels {
+                tenant: tenant.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        for (direction, bytes) in [("sent", sent), ("received", received)] {
+            self.egress_bytes
+                .get_or_create(&DirectionLabels {
+                    tenant: tenant.clone(),
+                    direction: direction.into(),
+                })
+                .inc_by(bytes);
+        }
     }
 
     pub fn record_http(&self, route: &str, method: &str, status: u16) {

@@ -19,6 +19,7 @@ use crate::routes::{audit, extensions, health, policies, state, tenants, tokens}
         health::readyz,
         health::metrics,
         health::openapi,
+        health::jwks,
         tokens::whoami,
         tokens::create,
         tokens::list,

@@ -19,7 +19,7 @@ use crate::admission::{Admission, TenantQuota};
 use crate::auth::TokenCache;
 use crate::error::{ApiError, ApiResult};
 use crate::executor::Executor;
-use crate::kv_host::{KvGrants, KvRates};
+use crate::guest_host::{KvGrants, KvRates};
 use crate::metrics::Metrics;
 
 /// Server behaviour the operator chooses.
@@ -27,6 +27,15 @@ use crate::metrics::Metrics;
 pub struct Settings {
     /// Versions must be approved by a platform reviewer before they can be deployed.
     pub require_review: bool,
+}
+
+/// The egress rules of one tenant, from its policy layers.
+#[derive(Debug, Clone, Default)]
+pub struct EgressSetup {
+    pub allow_private: Vec<palisade_egress::Cidr>,
+    pub credentials: Vec<palisade_egress::Credential>,
+    pub tokens: Vec<palisade_egress::TokenGrant>,
+    pub tls: Vec<palisade_egress::TlsExtra>,
 }
 
 /// An active deployment made ready to invoke: its component (verified when read from the
@@ -41,6 +50,10 @@ pub struct Resolved {
     pub quota: TenantQuota,
     /// The key-value namespaces the manifest requests and the policy grants.
     pub kv: Arc<KvGrants>,
+    /// The deployment's decisions (outbound HTTP is decided per request, from these).
+    pub prepared: Arc<palisade_policy::PreparedDeployment>,
+    /// The outbound HTTP destinations the manifest requests.
+    pub http: Vec<palisade_model::egress::UrlPattern>,
 }
 
 type DeploymentKey = (String, String);
@@ -52,9 +65,10 @@ pub struct AppState {
     pub settings: Settings,
     pub tokens: TokenCache,
     pub executor: Arc<Executor>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub admission: Admission,
     pub kv_rates: KvRates,
+    pub gateway: Arc<palisade_egress::Gateway>,
     policy: RwLock<Arc<PolicyEngine>>,
     tenants: Mutex<HashMap<String, TenantState>>,
     deployments: Mutex<HashMap<DeploymentKey, Arc<Resolved>>>,
@@ -76,15 +90,17 @@ impl AppState {
         metrics: Metrics,
         admission: Admission,
         policy: PolicyEngine,
+        gateway: palisade_egress::Gateway,
     ) -> Self {
         Self {
             store,
             settings,
             tokens: TokenCache::default(),
             executor,
-            metrics,
+            metrics: Arc::new(metrics),
             admission,
             kv_rates: KvRates::default(),
+            gateway: Arc::new(gateway),
             policy: RwLock::new(Arc::new(policy)),
             tenants: Mutex::default(),
             deployments: Mutex::default(),
@@ -149,6 +165,63 @@ impl AppState {
         lock(&self.deployments).remove(&(tenant.to_owned(), name.to_owned()));
     }
 
+    /// How the egress gateway treats `tenant`'s traffic: the baseline's private ranges and the
+    /// tenant layer's credentials, tokens and TLS extras.
+    pub fn egress_rules(&self, tenant: &str) -> ApiResult<EgressSetup> {
+        let tenant = TenantId::new(tenant).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let policy = self.policy();
+        let allow_private = policy
+            .baseline()
+            .document()
+            .egress
+            .allow_private
+            .iter()
+            .filter_map(|cidr| palisade_egress::Cidr::parse(cidr))
+            .collect();
+        let rules = policy
+            .layer(&palisade_policy::Scope::Tenant(tenant))
+            .map(|layer| layer.document().egress.clone())
+            .unwrap_or_default();
+        Ok(EgressSetup {
+            allow_private,
+            credentials: rules
+                .credentials
+                .into_iter()
+                .map(|r| palisade_egress::Credential {
+                    host: r.host,
+                    header: r.header,
+                    secret: r.secret,
+                    format: r.format,
+                })
+                .collect(),
+            tokens: rules
+                .tokens
+                .into_iter()
+                .map(|r| palisade_egress::TokenGrant {
+                    host: r.host,
+                    header: r.header,
+                    audience: r.audience,
+                    ttl: r.ttl.map_or(std::time::Duration::from_secs(60), |t| t.0),
+                })
+                .collect(),
+            tls: rules
+                .ca
+                .into_iter()
+                .map(|r| palisade_egress::TlsExtra::Ca {
+                    host: r.host,
+                    secret: r.secret,
+                })
+                .chain(rules.client_certs.into_iter().map(|r| {
+                    palisade_egress::TlsExtra::ClientCert {
+                        host: r.host,
+                        cert_secret: r.cert_secret,
+                        key_secret: r.key_secret,
+                    }
+                }))
+                .collect(),
+        })
+    }
+
     /// The tenant-wide limits from the effective policy (baseline ∩ tenant policy).
     pub fn tenant_limits(&self, tenant: &str) -> ApiResult<EffectiveLimits> {
         let tenant = TenantId::new(tenant).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -199,7 +272,10 @@ impl AppState {
         let effective = policy.effective_limits(&deployed);
         let prepared = policy.prepare(&deployed);
         let kv = KvGrants::decide(&prepared, &tenant_id, deployed.kv_namespaces());
+        let http = deployed.manifest.capabilities.http_patterns();
         let resolved = Arc::new(Resolved {
+            prepared: Arc::new(prepared),
+            http,
             source: ExtensionSource::new(version.manifest.clone(), wasm),
             limits: effective.runtime(),
             quota: self.quota(&tenant_id),

@@ -50,3 +50,12 @@ CREATE TABLE kek_check (
     kek_id  TEXT NOT NULL,
     sealed  BLOB NOT NULL
 );
+
+-- The server's Ed25519 signing keys for short-lived tokens, the seed wrapped by the
+-- key-encryption key; the newest signs, all are published (JWKS) until removed.
+CREATE TABLE signing_keys (
+    kid         TEXT PRIMARY KEY,
+    wrapped     BLOB NOT NULL,
+    kek_id      TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL
+);

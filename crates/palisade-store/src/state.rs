@@ -203,6 +203,21 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let signing: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT kid, wrapped FROM signing_keys WHERE kek_id = $1")
+                .bind(previous.id())
+                .fetch_all(&mut *tx)
+                .await?;
+        for (kid, wrapped) in &signing {
+            let key_aad = keys::aad("palisade-signing-key-v1", &[kid.as_bytes()]);
+            let seed = previous.unwrap(wrapped, &key_aad).map_err(crypto)?;
+            sqlx::query("UPDATE signing_keys SET wrapped = $1, kek_id = $2 WHERE kid = $3")
+                .bind(next.wrap(&seed, &key_aad).map_err(crypto)?)
+                .bind(next.id())
+                .bind(kid)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("UPDATE kek_check SET kek_id = $1, sealed = $2 WHERE id = $3")
             .bind(next.id())
             .bind(next.wrap(&CHECK_MARKER, &aad).map_err(crypto)?)
@@ -211,6 +226,40 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(rows.len() as u64)
+    }
+
+    /// The seed of the server's token-signing key, made (and stored wrapped by the KEK) on
+    /// first use. `kid_of` names a key from its seed.
+    pub async fn signing_seed(
+        &self,
+        kid_of: impl Fn(&[u8; 32]) -> String,
+    ) -> Result<[u8; 32], StoreError> {
+        let keyring = self.keyring()?;
+        let aad = |kid: &str| keys::aad("palisade-signing-key-v1", &[kid.as_bytes()]);
+        let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT kid, wrapped FROM signing_keys ORDER BY created_ms DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((kid, wrapped)) = row {
+            return keyring
+                .provider
+                .unwrap(&wrapped, &aad(&kid))
+                .map_err(crypto);
+        }
+        let seed = keys::new_data_key().map_err(crypto)?;
+        let kid = kid_of(&seed);
+        let wrapped = keyring.provider.wrap(&seed, &aad(&kid)).map_err(crypto)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, wrapped, kek_id, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&kid)
+        .bind(wrapped)
+        .bind(keyring.provider.id())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(seed)
     }
 
     fn keyring(&self) -> Result<&Keyring, StoreError> {

@@ -3,6 +3,7 @@
 //! versions and message shapes are checked, and any violation is a typed error that gets the
 //! worker killed.
 
+use palisade_model::egress::{EgressError, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvOp, KvReply};
 use palisade_model::{InvocationError, Limits, Outcome};
 use serde::{Deserialize, Serialize};
@@ -31,10 +32,7 @@ pub enum ToWorker {
         limits: Limits,
     },
     /// The answer to a worker's `HostCall`.
-    HostReply {
-        call: u64,
-        reply: Result<KvReply, KvError>,
-    },
+    HostReply { call: u64, reply: HostReply },
     /// Finish in-flight invocations and exit.
     Shutdown,
 }
@@ -59,8 +57,22 @@ pub enum FromWorker {
     HostCall {
         invocation: u64,
         call: u64,
-        op: KvOp,
+        op: HostOp,
     },
+}
+
+/// A host call a guest makes through its worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HostOp {
+    Kv(KvOp),
+    Http(HttpRequest),
+}
+
+/// The supervisor's answer to a [`HostOp`] (the same variant, or the worker is killed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HostReply {
+    Kv(Result<KvReply, KvError>),
+    Http(Result<HttpResponse, EgressError>),
 }
 
 /// An invocation's input as it crosses the socket.

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use palisade_model::kv::KvOp;
 use palisade_model::manifest::Sha256Digest;
 use palisade_model::{ErrorKind, InvocationError, Limits, Outcome};
 use palisade_runtime::{HostCalls, NoHostCalls};
@@ -19,7 +18,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::launch::{LaunchError, Launcher, WorkerProcess};
-use crate::protocol::{FrameError, FromWorker, ToWorker, WireRequest, encode, read_frame};
+use crate::protocol::{
+    FrameError, FromWorker, HostOp, HostReply, ToWorker, WireRequest, encode, read_frame,
+};
 
 /// Pool sizes and timeouts.
 #[derive(Debug, Clone)]
@@ -603,10 +604,13 @@ async fn answer_host_call(
     worker: Arc<Worker>,
     invocation: u64,
     call: u64,
-    op: KvOp,
+    op: HostOp,
     host: Arc<dyn HostCalls>,
 ) {
-    let reply = host.kv(op).await;
+    let reply = match op {
+        HostOp::Kv(op) => HostReply::Kv(host.kv(op).await),
+        HostOp::Http(request) => HostReply::Http(host.http(request).await),
+    };
     if let Some(pending) = lock(&worker.pending).get_mut(&invocation) {
         pending.calling = false;
     }

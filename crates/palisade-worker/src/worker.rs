@@ -10,12 +10,15 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use palisade_model::egress::{EgressError, EgressErrorKind, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply};
 use palisade_model::{ErrorKind, InvocationError, Manifest};
 use palisade_runtime::{Extension, HostCalls, Request, Runtime, RuntimeConfig};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::protocol::{FrameError, FromWorker, ToWorker, read_frame, write_frame};
+use crate::protocol::{
+    FrameError, FromWorker, HostOp, HostReply, ToWorker, read_frame, write_frame,
+};
 
 /// How the worker sets itself up.
 #[derive(Debug, Clone)]
@@ -185,19 +188,17 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
 #[derive(Default)]
 struct HostCallTable {
     next: std::sync::atomic::AtomicU64,
-    waiting: std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<KvReply, KvError>>>>,
+    waiting: std::sync::Mutex<HashMap<u64, oneshot::Sender<HostReply>>>,
 }
 
 impl HostCallTable {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<KvReply, KvError>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<HostReply>>> {
         self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn answer(&self, call: u64, reply: Result<KvReply, KvError>) {
+    fn answer(&self, call: u64, reply: HostReply) {
         if let Some(waiter) = self.lock().remove(&call) {
             let _ = waiter.send(reply);
         }
@@ -205,16 +206,17 @@ impl HostCallTable {
 }
 
 /// One invocation's host calls, forwarded to the supervisor, which checks and answers them:
-/// the worker holds no state, keys or database of its own.
+/// the worker holds no state, keys, secrets, database or network of its own.
 struct IpcHost {
     invocation: u64,
     replies: mpsc::Sender<FromWorker>,
     calls: Arc<HostCallTable>,
 }
 
-#[async_trait::async_trait]
-impl HostCalls for IpcHost {
-    async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
+impl IpcHost {
+    /// Sends `op` and waits for its answer; `None` when the supervisor is gone. The
+    /// invocation's own deadline bounds the wait: the runtime's timeout drops this future.
+    async fn call(&self, op: HostOp) -> Option<HostReply> {
         let call = self
             .calls
             .next
@@ -229,12 +231,33 @@ impl HostCalls for IpcHost {
                 op,
             })
             .await;
-        let gone = || KvError::new(KvErrorKind::Unavailable, "the supervisor is gone");
         if sent.is_err() {
             self.calls.lock().remove(&call);
-            return Err(gone());
+            return None;
         }
-        // The invocation's own deadline bounds the wait: the runtime's timeout drops us.
-        answer.await.unwrap_or_else(|_| Err(gone()))
+        answer.await.ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl HostCalls for IpcHost {
+    async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
+        match self.call(HostOp::Kv(op)).await {
+            Some(HostReply::Kv(reply)) => reply,
+            _ => Err(KvError::new(
+                KvErrorKind::Unavailable,
+                "the supervisor is gone",
+            )),
+        }
+    }
+
+    async fn http(&self, request: HttpRequest) -> Result<HttpResponse, EgressError> {
+        match self.call(HostOp::Http(request)).await {
+            Some(HostReply::Http(reply)) => reply,
+            _ => Err(EgressError::new(
+                EgressErrorKind::Unavailable,
+                "the supervisor is gone",
+            )),
+        }
     }
 }

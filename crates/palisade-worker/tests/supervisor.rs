@@ -175,7 +175,7 @@ async fn protocol_violations_kill_the_worker() {
         ), // an answer nobody asked for
         (r"\000\000\000\004\002\002\011\000", "malformed"), // a truncated message
         (
-            r"\000\000\000\007\002\003\011\000\000\000\000",
+            r"\000\000\000\010\002\003\011\000\000\000\000\000",
             "host call for invocation 9, which it does not hold",
         ), // a key-value call for an invocation it was never given
     ] {

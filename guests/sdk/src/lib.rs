@@ -1,4 +1,4 @@
-//! Rust guest SDK for Palisade extensions (`palisade:extension@1.1.0`).
+//! Rust guest SDK for Palisade extensions (`palisade:extension@1.2.0`).
 //!
 //! An extension is a WebAssembly component that handles one request per invocation. With this
 //! crate an author writes one function and registers it with [`extension!`]:
@@ -34,6 +34,9 @@
 //! - [`config`]: string values from the extension's manifest and deployment.
 //! - [`kv`]: key-value state that outlives an invocation, in namespaces the manifest
 //!   requests and the tenant's policy grants.
+//! - [`http`]: outbound HTTP (`get`, `post`, `send`) through the host's egress gateway, to the
+//!   destinations the manifest requests and the policy permits. Any library built on
+//!   `wasi:http` works too.
 //!
 //! Every invocation runs in a fresh instance: statics start from their initial values each
 //! time, and nothing survives between calls except what the extension puts in [`kv`]. The host limits instructions (fuel), wall time,
@@ -44,6 +47,7 @@ mod request;
 mod response;
 
 pub mod config;
+pub mod http;
 pub mod kv;
 pub mod log;
 
@@ -51,13 +55,13 @@ pub use error::Error;
 pub use request::Request;
 pub use response::Response;
 
-/// Bindings generated from `wit/extension@1.1.0`. Used by [`extension!`]; not a stable API.
+/// Bindings generated from `wit/extension@1.2.0`. Used by [`extension!`]; not a stable API.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/extension@1.1.0",
-        world: "palisade:extension/extension@1.1.0",
+        path: "../../wit/extension@1.2.0",
+        world: "palisade:extension/extension@1.2.0",
         // The export macro is used from the author's crate, not this one.
         pub_export_macro: true,
         export_macro_name: "__export_extension",

@@ -488,7 +488,13 @@ async fn no_token_or_a_bad_token_is_401_everywhere_and_health_needs_none() {
             );
         }
     }
-    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/.well-known/jwks.json",
+    ] {
         let answer = world.call(None, Method::GET, path, None).await;
         assert_eq!(answer.status, 200, "{path}");
     }

@@ -13,6 +13,7 @@ mod authz;
 mod bad_input;
 mod cli;
 mod crash;
+mod egress;
 mod lifecycle;
 mod openapi;
 mod state;

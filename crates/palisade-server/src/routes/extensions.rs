@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::{ApiJson, ApiPath, ApiQuery, json_or_default, no_route_error, split_verb};
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::kv_host::InvocationKv;
+use crate::guest_host::{DeploymentEgressPolicy, Egress, GuestHost, TenantSecrets};
 use crate::state::AppState;
 use crate::telemetry::{INVOCATION_ID_HEADER, current_request_id, new_id};
 use palisade_policy::LimitKey;
@@ -466,8 +466,40 @@ pub async fn invoke(
     };
     let version = resolved.deployment.version.clone();
     let tenant_limits = state.tenant_limits(tenant)?;
-    let (kv_quota, _, kv_rate, disk_io) = crate::kv_host::quotas(&tenant_limits);
-    let host = Arc::new(InvocationKv {
+    let (kv_quota, _, kv_rate, disk_io) = crate::guest_host::quotas(&tenant_limits);
+    // Rate quotas wait at most until shortly before the deadline, so the guest still has
+    // time to handle the refusal: a tenth of the deadline, at most 100 ms.
+    let deadline = tokio::time::Instant::now() + limits.wall_time
+        - (limits.wall_time / 10).min(std::time::Duration::from_millis(100));
+    let rules = state.egress_rules(tenant)?;
+    let egress = palisade_egress::Invocation::new(palisade_egress::InvocationSpec {
+        tenant: tenant.to_owned(),
+        extension: name.to_owned(),
+        version: version.clone(),
+        invocation_id: invocation_id.clone(),
+        patterns: resolved.http.clone(),
+        policy: Arc::new(DeploymentEgressPolicy {
+            prepared: Arc::clone(&resolved.prepared),
+            invocation_id: invocation_id.clone(),
+        }),
+        secrets: Arc::new(TenantSecrets {
+            store: state.store.clone(),
+            tenant: tenant.to_owned(),
+        }),
+        credentials: rules.credentials,
+        tokens: rules.tokens,
+        tls: rules.tls,
+        allow_private: rules.allow_private,
+        max_requests: resolved.effective.get(LimitKey::EgressRequests),
+        max_bytes: resolved.effective.get(LimitKey::EgressBytes),
+        deadline,
+        request_timeout: std::time::Duration::from_micros(
+            tenant_limits.get(LimitKey::EgressTimeout),
+        ),
+        bandwidth: tenant_limits.get(LimitKey::Bandwidth),
+        connections: tenant_limits.get(LimitKey::EgressConnections),
+    });
+    let host = Arc::new(GuestHost {
         store: state.store.clone(),
         tenant: tenant.to_owned(),
         extension: name.to_owned(),
@@ -475,10 +507,12 @@ pub async fn invoke(
         quota: kv_quota,
         ops_left: std::sync::atomic::AtomicU64::new(resolved.effective.get(LimitKey::KvOps)),
         rates: state.kv_rates.for_tenant(tenant, kv_rate, disk_io),
-        // Rate quotas wait at most until shortly before the deadline, so the guest still has
-        // time to handle the refusal: a tenth of the deadline, at most 100 ms.
-        deadline: tokio::time::Instant::now() + limits.wall_time
-            - (limits.wall_time / 10).min(std::time::Duration::from_millis(100)),
+        deadline,
+        egress: Egress {
+            gateway: Arc::clone(&state.gateway),
+            invocation: egress,
+            metrics: Arc::clone(&state.metrics),
+        },
     });
     let span =
         tracing::info_span!("invocation", %invocation_id, tenant, extension = name, %version);

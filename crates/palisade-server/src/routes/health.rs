@@ -74,3 +74,17 @@ pub async fn openapi() -> Response {
     )
         .into_response()
 }
+
+/// The public keys of the short-lived tokens the egress gateway injects (a JWK set), so the
+/// SaaS can verify them.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "health",
+    responses((status = 200, description = "JWK set: {\"keys\": [{kty: OKP, crv: Ed25519, x, kid, use: sig, alg: EdDSA}]}", body = Object)))]
+pub async fn jwks(State(state): State<Arc<AppState>>) -> Json<palisade_egress::Jwks> {
+    Json(palisade_egress::Jwks {
+        keys: state
+            .gateway
+            .signer()
+            .map(|signer| vec![signer.jwk()])
+            .unwrap_or_default(),
+    })
+}

@@ -35,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("GET", "/.well-known/jwks.json"),
     ("GET", "/v1/whoami"),
     ("POST", "/v1/tenants"),
     ("GET", "/v1/tenants"),
@@ -90,6 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/.well-known/jwks.json", get(health::jwks))
         .route("/v1/whoami", get(tokens::whoami))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         // `{tenant}` alone for GET; `{tenant}:suspend` / `:resume` for POST (custom methods

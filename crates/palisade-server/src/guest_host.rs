@@ -1,20 +1,24 @@
-//! The supervisor-side answer to an invocation's key-value calls. Everything the worker sends
-//! is checked again here: the key and value rules, that the manifest requests the namespace
-//! and the policy grants it (read or write), the invocation's `kv_ops`, the tenant's rate
-//! (`kv_rate`) and write bandwidth (`disk_io`), then the store holds the key and byte quotas
-//! in the write's own transaction. Rate quotas slow a caller down within its deadline before
-//! they refuse it.
+//! The supervisor-side answer to an invocation's host calls: key-value state and outbound
+//! HTTP. Everything the worker sends is checked again here. For key-value calls: the key and
+//! value rules, that the manifest requests the namespace and the policy grants it (read or
+//! write), the invocation's `kv_ops`, the tenant's rate (`kv_rate`) and write bandwidth
+//! (`disk_io`), then the store holds the key and byte quotas in the write's own transaction.
+//! Rate quotas slow a caller down within its deadline before they refuse it. Outbound HTTP
+//! goes to the egress gateway with this invocation's policy, secrets and budgets.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use palisade_egress::Gateway;
+use palisade_model::egress::{EgressError, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply, resolve_namespace};
 use palisade_policy::{Action, CallContext, LimitKey, PreparedDeployment, Resource, TenantId};
 use palisade_runtime::HostCalls;
 use palisade_store::{KvQuota, Store};
 
-use crate::admission::TokenBucket;
+use palisade_egress::TokenBucket;
+use palisade_egress::bucket::take_by;
 
 /// What a deployment may do with key-value state, decided when it is resolved.
 #[derive(Debug, Clone, Default)]
@@ -99,8 +103,8 @@ impl KvRates {
     }
 }
 
-/// One invocation's key-value calls.
-pub struct InvocationKv {
+/// One invocation's host calls.
+pub struct GuestHost {
     pub store: Store,
     pub tenant: String,
     pub extension: String,
@@ -109,9 +113,18 @@ pub struct InvocationKv {
     pub ops_left: AtomicU64,
     pub rates: Arc<TenantRates>,
     pub deadline: tokio::time::Instant,
+    pub egress: Egress,
 }
 
-impl std::fmt::Debug for InvocationKv {
+/// The gateway and this invocation's egress context, and where to count.
+#[derive(Debug)]
+pub struct Egress {
+    pub gateway: Arc<Gateway>,
+    pub invocation: palisade_egress::Invocation,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for GuestHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InvocationKv")
             .field("tenant", &self.tenant)
@@ -138,7 +151,25 @@ fn denied(message: String) -> KvError {
 }
 
 #[async_trait::async_trait]
-impl HostCalls for InvocationKv {
+impl HostCalls for GuestHost {
+    async fn http(&self, request: HttpRequest) -> Result<HttpResponse, EgressError> {
+        let egress = &self.egress;
+        let sent = request.body.len() as u64;
+        let result = egress.gateway.send(&egress.invocation, request).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.kind.as_str(),
+        };
+        let received = result.as_ref().map_or(0, |r| r.body.len() as u64);
+        egress
+            .metrics
+            .record_egress(&self.tenant, outcome, sent, received);
+        if let Err(error) = &result {
+            tracing::info!(kind = error.kind.as_str(), reason = %error.message, "egress refused or failed");
+        }
+        result
+    }
+
     async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
         op.validate()?;
         let namespace = resolve_namespace(&self.extension, op.namespace())?;
@@ -169,7 +200,7 @@ impl HostCalls for InvocationKv {
                 "the invocation used all of its key-value operations (kv_ops)",
             ));
         }
-        if let Err(wait) = self.rates.ops.take_by(1, self.deadline).await {
+        if let Err(wait) = take_by(&self.rates.ops, 1, self.deadline).await {
             return Err(KvError::new(
                 KvErrorKind::QuotaExceeded,
                 format!(
@@ -180,7 +211,7 @@ impl HostCalls for InvocationKv {
         }
         let bytes = op.write_bytes();
         if bytes > 0
-            && let Err(wait) = self.rates.write_bytes.take_by(bytes, self.deadline).await
+            && let Err(wait) = take_by(&self.rates.write_bytes, bytes, self.deadline).await
         {
             return Err(KvError::new(
                 KvErrorKind::QuotaExceeded,
@@ -193,5 +224,67 @@ impl HostCalls for InvocationKv {
         self.store
             .kv(&self.tenant, &namespace, op, self.quota)
             .await
+    }
+}
+
+/// A deployment's policy decisions for outbound HTTP, at the exact address about to be used.
+#[derive(Debug)]
+pub struct DeploymentEgressPolicy {
+    pub prepared: Arc<PreparedDeployment>,
+    pub invocation_id: String,
+}
+
+impl palisade_egress::EgressPolicy for DeploymentEgressPolicy {
+    fn authorize(
+        &self,
+        destination: &palisade_model::egress::Destination,
+        ip: std::net::IpAddr,
+        method: &str,
+    ) -> Result<(), String> {
+        let resource = Resource::Host(palisade_policy::Host {
+            scheme: destination.scheme.clone(),
+            hostname: destination.host.clone(),
+            port: destination.port,
+            path: destination.path.clone(),
+            ip: Some(ip),
+        });
+        let context = CallContext {
+            method: Some(method.to_owned()),
+            invocation_id: Some(self.invocation_id.clone()),
+            ..CallContext::now()
+        };
+        let decision = self
+            .prepared
+            .authorize(Action::HttpRequest, &resource, &context);
+        if decision.allowed {
+            return Ok(());
+        }
+        let reasons: Vec<String> = decision
+            .reasons
+            .iter()
+            .map(|r| match (&r.policy, &r.message) {
+                (Some(policy), _) => format!("{} `{policy}`", r.layer),
+                (None, Some(message)) => format!("{}: {message}", r.layer),
+                (None, None) => r.layer.clone(),
+            })
+            .collect();
+        Err(format!("denied by policy ({})", reasons.join(", ")))
+    }
+}
+
+/// A tenant's secrets, for credential injection.
+#[derive(Debug)]
+pub struct TenantSecrets {
+    pub store: Store,
+    pub tenant: String,
+}
+
+#[async_trait::async_trait]
+impl palisade_egress::SecretSource for TenantSecrets {
+    async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        self.store
+            .secret_value(&self.tenant, name)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -171,12 +171,7 @@ pub fn send(
         Some(Err(())) | None => return Err(Error::Failed("the response was lost".into())),
     };
     let status = response.status();
-    let headers = response
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(name, value)| (name, value))
-        .collect();
+    let headers = response.headers().entries();
     let incoming = response
         .consume()
         .map_err(|()| Error::Failed("no response body".into()))?;

@@ -304,3 +304,58 @@ fn quickstart_publishes_deploys_invokes_and_prints_the_curl_line() {
         .unwrap();
     assert!(ok(again).contains("\"total_cents\":2787"));
 }
+
+#[test]
+fn token_verify_checks_a_gateway_token_against_the_published_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    // Mint a token with the server's own signing key, as its gateway would.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let token = runtime.block_on(async {
+        let kek = palisade_store::LocalKek::load(&data.path().join("kek")).unwrap();
+        let store =
+            palisade_store::Store::open(data.path(), palisade_store::StoreOptions::default())
+                .await
+                .unwrap()
+                .with_key_provider(std::sync::Arc::new(kek))
+                .await
+                .unwrap();
+        let seed = store
+            .signing_seed(|s| palisade_egress::TokenSigner::from_seed(*s).kid().to_owned())
+            .await
+            .unwrap();
+        store.close().await;
+        let now = palisade_policy::now_unix();
+        palisade_egress::TokenSigner::from_seed(seed).sign(&palisade_egress::Claims {
+            iss: "palisade".into(),
+            sub: "acme/ext".into(),
+            aud: "saas-api".into(),
+            tenant: "acme".into(),
+            extension: "ext".into(),
+            version: "1.0.0".into(),
+            invocation_id: "inv-1".into(),
+            iat: now,
+            exp: now + 60,
+        })
+    });
+    let s = Some(&server);
+    let good = ok(palisade(
+        s,
+        None,
+        &["token", "verify", &token, "--audience", "saas-api"],
+    ));
+    let claims: serde_json::Value = serde_json::from_str(&good).unwrap();
+    assert_eq!(claims["tenant"], "acme");
+    let wrong = palisade(
+        s,
+        None,
+        &["token", "verify", &token, "--audience", "billing"],
+    );
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("audience"));
+    let mut forged: Vec<String> = token.split('.').map(str::to_owned).collect();
+    forged[2] = "A".repeat(86);
+    let forged = palisade(s, None, &["token", "verify", &forged.join(".")]);
+    assert_eq!(forged.status.code(), Some(1), "{}", text(&forged));
+    assert!(server.terminate().success());
+}

@@ -633,3 +633,205 @@ fn proxy_environment_variables_are_not_honoured() {
     });
     assert!(server.terminate().success());
 }
+
+/// A certificate authority and what it signed, as PEM.
+struct Pki {
+    ca_pem: String,
+    server_cert: String,
+    server_key: String,
+    client_ca_pem: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let authority = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(params, key))
+    };
+    let (ca_pem, ca) = authority("test server CA");
+    let (client_ca_pem, client_ca) = authority("test client CA");
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["secure.test".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(vec!["acme-client".to_owned()]).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "acme");
+    let client = client_params.signed_by(&client_key, &client_ca).unwrap();
+    Pki {
+        ca_pem,
+        server_cert: server.pem(),
+        server_key: server_key.serialize_pem(),
+        client_ca_pem,
+        client_cert: client.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+/// An HTTPS upstream for `secure.test`; with `client_ca`, it requires a client certificate
+/// signed by it. Answers "secure hello" to anything.
+async fn tls_upstream(pki: &Pki, require_client: bool) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if require_client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pki.client_ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.server_cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
+    let config = builder.with_single_cert(chain, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut buffer = [0u8; 4096];
+                let _ = tls.read(&mut buffer).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\nconnection: close\r\n\r\nsecure hello")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+async fn secure_world(egress: &str) -> InProcess {
+    let resolver = palisade_egress::StaticResolver {
+        hosts: HashMap::from([("secure.test".to_owned(), vec![IpAddr::from([127, 0, 0, 1])])]),
+    };
+    let world = InProcess::with(|config| config.resolver = Arc::new(resolver)).await;
+    world
+        .admin(
+            Method::PUT,
+            "/v1/policies/baseline",
+            Some(json!({ "document": loopback_baseline(), "reason": "loopback for tests" })),
+        )
+        .await;
+    world
+        .admin(Method::POST, "/v1/tenants", Some(json!({ "id": "acme" })))
+        .await;
+    let document = format!(
+        "format = 1\nlayer = \"tenant\"\ntenant = \"acme\"\n\n{egress}\n\n[cedar]\ntext = '''\n@id(\"secure\")\npermit (principal, action == Action::\"http:request\", resource is Host)\nwhen {{ resource.hostname == \"secure.test\" && resource.scheme == \"https\" }};\n'''\n"
+    );
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/policy",
+            Some(json!({ "document": document, "reason": "test" })),
+        )
+        .await;
+    ship_with(
+        &world,
+        "fixtures/http-probe",
+        "http-probe",
+        &["https://secure.test:*/*"],
+    )
+    .await;
+    world
+}
+
+#[tokio::test]
+async fn tls_is_verified_with_webpki_roots_a_tenant_ca_and_client_certificates() {
+    let pki = pki();
+    let port = tls_upstream(&pki, false).await;
+    let url = format!("https://secure.test:{port}/");
+
+    // Without the tenant's CA, the self-made certificate is not trusted.
+    let world = secure_world("").await;
+    let results = probe(&world, json!([{ "url": url }])).await;
+    assert_eq!(results[0]["error"]["kind"], "failed", "{results:?}");
+    assert!(
+        results[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Tls"),
+        "{results:?}"
+    );
+    world.shutdown().await;
+
+    // With it (a PEM in a tenant secret, named by the policy), the same request succeeds.
+    let world = secure_world("[[egress.ca]]\nhost = \"secure.test\"\nsecret = \"secure-ca\"").await;
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/secrets/secure-ca",
+            Some(json!({ "value": pki.ca_pem })),
+        )
+        .await;
+    let results = probe(&world, json!([{ "url": url }])).await;
+    assert_eq!(results[0]["body"], "secure hello", "{results:?}");
+    world.shutdown().await;
+
+    // A destination that demands a client certificate: refused without, accepted with one.
+    let mutual = tls_upstream(&pki, true).await;
+    let url = format!("https://secure.test:{mutual}/");
+    let world = secure_world("[[egress.ca]]\nhost = \"secure.test\"\nsecret = \"secure-ca\"").await;
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/secrets/secure-ca",
+            Some(json!({ "value": pki.ca_pem })),
+        )
+        .await;
+    let results = probe(&world, json!([{ "url": url }])).await;
+    assert!(
+        results[0].get("error").is_some(),
+        "no client certificate, no answer: {results:?}"
+    );
+    world.shutdown().await;
+    let world = secure_world(
+        "[[egress.ca]]\nhost = \"secure.test\"\nsecret = \"secure-ca\"\n\n[[egress.client_certs]]\nhost = \"secure.test\"\ncert_secret = \"client-cert\"\nkey_secret = \"client-key\"",
+    )
+    .await;
+    for (name, value) in [
+        ("secure-ca", &pki.ca_pem),
+        ("client-cert", &pki.client_cert),
+        ("client-key", &pki.client_key),
+    ] {
+        world
+            .admin(
+                Method::PUT,
+                &format!("/v1/tenants/acme/secrets/{name}"),
+                Some(json!({ "value": value })),
+            )
+            .await;
+    }
+    let results = probe(&world, json!([{ "url": url }])).await;
+    assert_eq!(results[0]["body"], "secure hello", "{results:?}");
+    world.shutdown().await;
+}

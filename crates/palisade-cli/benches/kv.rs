@@ -12,68 +12,24 @@
     reason = "benchmark: a failure should stop the run loudly"
 )]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Method, Request};
-use palisade_server::{Isolation, ServerConfig, WorkerProgram};
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use serde_json::json;
 
 const OPS: u64 = 200;
 
-struct Bench {
-    app: axum::Router,
-    admin: String,
-}
+const TENANT_POLICY: &str = r#"format = 1
+layer = "tenant"
+tenant = "bench"
 
-impl Bench {
-    async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {}", self.admin))
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
-        let (status, json) = self.call(method, path, body).await;
-        assert!((200..300).contains(&status), "{path}: {status} {json}");
-        json
-    }
-
-    /// Median wall time of `n` invocations of the probe with `ops`.
-    async fn time(&self, n: usize, ops: Value) -> Duration {
-        let mut times = Vec::with_capacity(n);
-        for _ in 0..n {
-            let started = Instant::now();
-            let (status, json) = self
-                .call(
-                    Method::POST,
-                    "/v1/tenants/bench/extensions/kv-probe:invoke",
-                    json!({ "ops": ops }),
-                )
-                .await;
-            times.push(started.elapsed());
-            assert_eq!(status, 200, "{json}");
-            assert!(json.to_string().find("\"error\"").is_none(), "{json}");
-        }
-        times.sort();
-        times[n / 2]
-    }
-}
+[cedar]
+text = '''
+@id("kv")
+permit (principal, action in [Action::"kv:read", Action::"kv:write"], resource is KvNamespace);
+'''
+"#;
 
 fn aead(size: usize) -> (Duration, Duration) {
     let key = [9u8; 32];
@@ -94,68 +50,20 @@ fn aead(size: usize) -> (Duration, Duration) {
 }
 
 fn main() {
-    let n: usize = std::env::var("PALISADE_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let n = common::rounds();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        palisade_testkit::build_guests();
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
-        config.isolation = Isolation::Jailed {
-            allow_degraded: false,
-        };
-        config.worker = WorkerProgram {
-            program: env!("CARGO_BIN_EXE_palisade").into(),
-            worker_args: vec!["__worker".into()],
-            launcher_args: vec!["__jail-launcher".into()],
-        };
-        config.settings.require_review = false;
-        let (state, admin) = palisade_server::build_state(&config).await.unwrap();
-        let bench = Bench {
-            app: palisade_server::routes::router(Arc::clone(&state)),
-            admin: admin.unwrap(),
-        };
-        let root = palisade_testkit::repo_root();
-        let baseline = std::fs::read_to_string(root.join("crates/palisade-policy/baseline/baseline.toml"))
-            .unwrap()
-            .replace("kv_rate = 10_000", "kv_rate = 1_000_000")
-            .replace("disk_io = \"100 MiB\"", "disk_io = \"10 GiB\"");
-        bench
-            .ok(Method::PUT, "/v1/policies/baseline", json!({ "document": baseline, "reason": "bench" }))
-            .await;
-        bench.ok(Method::POST, "/v1/tenants", json!({ "id": "bench" })).await;
-        let policy = "format = 1\nlayer = \"tenant\"\ntenant = \"bench\"\n\n[cedar]\ntext = '''\n@id(\"kv\")\npermit (principal, action in [Action::\"kv:read\", Action::\"kv:write\"], resource is KvNamespace);\n'''\n";
-        bench
-            .ok(Method::PUT, "/v1/tenants/bench/policy", json!({ "document": policy, "reason": "bench" }))
-            .await;
-        let dir = palisade_testkit::guest_dir("fixtures/kv-probe");
-        let manifest = std::fs::read_to_string(dir.join("palisade.toml")).unwrap();
-        let parsed = palisade_model::Manifest::parse(&manifest).unwrap();
-        let wasm = std::fs::read(dir.join(&parsed.component.path)).unwrap();
-        use base64::Engine as _;
-        use sha2::Digest as _;
-        bench
-            .ok(
-                Method::POST,
-                "/v1/tenants/bench/extensions/kv-probe/versions",
-                json!({
-                    "manifest": manifest,
-                    "component_base64": base64::engine::general_purpose::STANDARD.encode(&wasm),
-                    "sha256": hex::encode(sha2::Sha256::digest(&wasm)),
-                }),
-            )
-            .await;
-        bench
-            .ok(
-                Method::POST,
-                "/v1/tenants/bench/extensions/kv-probe/deployments",
-                json!({ "version": parsed.extension.version.to_string() }),
-            )
-            .await;
+        let bench = common::Bench::start(|_| {}).await;
+        let baseline = std::fs::read_to_string(
+            palisade_testkit::repo_root().join("crates/palisade-policy/baseline/baseline.toml"),
+        )
+        .unwrap()
+        .replace("kv_rate = 10_000", "kv_rate = 1_000_000")
+        .replace("disk_io = \"100 MiB\"", "disk_io = \"10 GiB\"");
+        bench.tenant(&baseline, TENANT_POLICY).await;
+        bench.ship("kv-probe", |manifest| manifest).await;
 
-        let empty = bench.time(n, json!([])).await;
+        let empty = bench.time(n, "kv-probe", &json!({ "ops": [] })).await;
         println!("kv-probe in a jailed worker, {OPS} operations per invocation, median of {n} invocations");
         println!("empty invocation (no operations): {:.3} ms", empty.as_secs_f64() * 1e3);
         println!();
@@ -167,7 +75,7 @@ fn main() {
                 ("get", json!({ "op": "get", "key": format!("s{size}-{{i}}"), "repeat": OPS })),
                 ("exists", json!({ "op": "exists", "key": format!("s{size}-{{i}}"), "repeat": OPS })),
             ] {
-                let total = bench.time(n, json!([op])).await;
+                let total = bench.time(n, "kv-probe", &json!({ "ops": [op] })).await;
                 let per_op = total.saturating_sub(empty) / OPS as u32;
                 println!(
                     "| {name} | {size} B | {:.1} µs | {:.0} |",
@@ -187,6 +95,6 @@ fn main() {
                 open.as_secs_f64() * 1e6
             );
         }
-        state.executor.shutdown().await;
+        bench.state.executor.shutdown().await;
     });
 }

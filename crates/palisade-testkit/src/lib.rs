@@ -79,3 +79,37 @@ pub fn guest(relative: &str) -> (Manifest, Vec<u8>) {
         .unwrap_or_else(|e| panic!("reading the component of {relative}: {e}"));
     (manifest, wasm)
 }
+
+/// The shipped baseline policy opened for loopback, so tests and benchmarks can run an
+/// upstream on 127.0.0.1: the CIDR allowed in `[egress] allow_private`, the Cedar
+/// private-address forbid given an exception for it, plain HTTP permitted to it.
+///
+/// # Panics
+/// When the shipped baseline no longer has the rules this edits: the edit would silently do
+/// nothing, and every caller relies on it.
+pub fn loopback_baseline() -> String {
+    let shipped =
+        std::fs::read_to_string(repo_root().join("crates/palisade-policy/baseline/baseline.toml"))
+            .unwrap_or_default();
+    let forbid = "@id(\"baseline-forbid-private-addresses\")\nforbid (principal, action == Action::\"http:request\", resource is Host)\nwhen {";
+    let permit = "@id(\"baseline-permit-public-https\")";
+    assert!(
+        shipped.contains(forbid) && shipped.contains(permit) && shipped.contains("[cedar]"),
+        "the shipped baseline changed shape; update loopback_baseline"
+    );
+    shipped
+        .replace(
+            forbid,
+            "@id(\"baseline-forbid-private-addresses\")\nforbid (principal, action == Action::\"http:request\", resource is Host)\nunless { resource has ip && resource.ip.isInRange(ip(\"127.0.0.1/32\")) }\nwhen {",
+        )
+        .replacen(
+            "[cedar]",
+            "[egress]\nallow_private = [\"127.0.0.1/32\"]\n\n[cedar]",
+            1,
+        )
+        .replacen(
+            permit,
+            "@id(\"baseline-permit-loopback-http\")\npermit (principal, action == Action::\"http:request\", resource is Host)\nwhen { resource.scheme == \"http\" && resource has ip && resource.ip.isInRange(ip(\"127.0.0.1/32\")) };\n\n@id(\"baseline-permit-public-https\")",
+            1,
+        )
+}

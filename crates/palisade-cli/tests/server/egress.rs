@@ -108,31 +108,6 @@ async fn slow_upstream() -> u16 {
     port
 }
 
-/// The shipped baseline, opened for loopback: the CIDR allowed in `[egress]`, the Cedar
-/// private-address forbid given an exception, plain HTTP permitted to it.
-fn loopback_baseline() -> String {
-    let shipped = std::fs::read_to_string(
-        palisade_testkit::repo_root().join("crates/palisade-policy/baseline/baseline.toml"),
-    )
-    .unwrap();
-    let forbid = "@id(\"baseline-forbid-private-addresses\")\nforbid (principal, action == Action::\"http:request\", resource is Host)\nwhen {";
-    assert!(shipped.contains(forbid));
-    let shipped = shipped.replace(
-        forbid,
-        "@id(\"baseline-forbid-private-addresses\")\nforbid (principal, action == Action::\"http:request\", resource is Host)\nunless { resource has ip && resource.ip.isInRange(ip(\"127.0.0.1/32\")) }\nwhen {",
-    );
-    let shipped = shipped.replacen(
-        "[cedar]",
-        "[egress]\nallow_private = [\"127.0.0.1/32\"]\n\n[cedar]",
-        1,
-    );
-    shipped.replacen(
-        "@id(\"baseline-permit-public-https\")",
-        "@id(\"baseline-permit-loopback-http\")\npermit (principal, action == Action::\"http:request\", resource is Host)\nwhen { resource.scheme == \"http\" && resource has ip && resource.ip.isInRange(ip(\"127.0.0.1/32\")) };\n\n@id(\"baseline-permit-public-https\")",
-        1,
-    )
-}
-
 fn tenant_policy(port: u16, limits: &str, egress: &str) -> Value {
     json!({
         "document": format!(
@@ -180,7 +155,7 @@ async fn world(limits: &str, egress: &str, destinations: &[&str]) -> World {
         .admin(
             Method::PUT,
             "/v1/policies/baseline",
-            Some(json!({ "document": loopback_baseline(), "reason": "loopback for tests" })),
+            Some(json!({ "document": palisade_testkit::loopback_baseline(), "reason": "loopback for tests" })),
         )
         .await;
     world
@@ -591,7 +566,7 @@ fn proxy_environment_variables_are_not_honoured() {
         let admin = server.client(&server.admin_token());
         admin.create_tenant("acme").await.unwrap();
         admin
-            .apply_baseline(&loopback_baseline(), "loopback for tests")
+            .apply_baseline(&palisade_testkit::loopback_baseline(), "loopback for tests")
             .await
             .unwrap();
         let tenant = tenant_policy(upstream.port, "", "")["document"]
@@ -739,7 +714,7 @@ async fn secure_world(egress: &str) -> InProcess {
         .admin(
             Method::PUT,
             "/v1/policies/baseline",
-            Some(json!({ "document": loopback_baseline(), "reason": "loopback for tests" })),
+            Some(json!({ "document": palisade_testkit::loopback_baseline(), "reason": "loopback for tests" })),
         )
         .await;
     world

@@ -81,7 +81,7 @@ fn main() {
         let bench = common::Bench::start(|_| {}).await;
         let baseline = palisade_testkit::loopback_baseline()
             .replace("egress_requests = 100", "egress_requests = 10_000")
-            .replace("egress_bytes = \"64 MiB\"", "egress_bytes = \"10 GiB\"")
+            .replace("egress_bytes = \"64 MiB\"", "egress_bytes = \"1 GiB\"")
             .replace("bandwidth = \"100 MiB\"", "bandwidth = \"10 GiB\"");
         bench.tenant(&baseline, TENANT_POLICY).await;
         bench

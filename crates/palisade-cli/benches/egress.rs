@@ -109,7 +109,7 @@ fn main() {
             ("GET, 1 MiB body", "/mib", 20, f64::from(1u32 << 20)),
         ] {
             let url = format!("http://127.0.0.1:{port}{path}");
-            let input = json!({ "requests": [{ "url": url, "repeat": repeat }] });
+            let input = json!({ "requests": [{ "url": url, "repeat": repeat, "summary": true }] });
             let total = bench.time(n, "http-probe", &input).await;
             let per_request = total.saturating_sub(empty) / repeat;
             let floor = direct(n * 10, port, path).await;

@@ -17,6 +17,7 @@ pub struct HttpRequest {
     /// An absolute `http://` or `https://` URL.
     pub url: String,
     pub headers: Vec<(String, Vec<u8>)>,
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// The guest's own timeout for the whole exchange, if it set one (`wasi:http` options).
     pub timeout_ms: Option<u64>,
@@ -27,6 +28,7 @@ pub struct HttpRequest {
 pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 

@@ -27,6 +27,7 @@ pub enum KvOp {
     Set {
         namespace: String,
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Delete {
@@ -54,7 +55,9 @@ pub enum KvOp {
     CompareAndSwap {
         namespace: String,
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         expected: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
 }
@@ -184,7 +187,7 @@ pub fn resolve_namespace(extension: &str, namespace: &str) -> Result<String, KvE
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvReply {
     /// `get`: the value, if any.
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// `set`.
     Done,
     /// `delete` (whether it existed), `exists`, `compare-and-swap` (whether it swapped).

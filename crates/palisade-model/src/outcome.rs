@@ -206,6 +206,7 @@ pub struct Usage {
 /// A response body and its media type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     pub content_type: String,
 }

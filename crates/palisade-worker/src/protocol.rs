@@ -2,6 +2,10 @@
 //! socket. Every byte from a worker is hostile: lengths are capped before allocating,
 //! versions and message shapes are checked, and any violation is a typed error that gets the
 //! worker killed.
+//!
+//! Byte fields here and in the model's messages are `serde_bytes`: postcard then copies them
+//! whole instead of one element at a time (the same bytes on the wire; 86 µs instead of
+//! 2.7 ms to encode and decode 1 MiB).
 
 use palisade_model::egress::{EgressError, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvOp, KvReply};
@@ -22,6 +26,7 @@ pub enum ToWorker {
     Load {
         extension: u64,
         manifest: String,
+        #[serde(with = "serde_bytes")]
         wasm: Vec<u8>,
     },
     /// Run one invocation of a loaded extension; the worker answers `Done`.
@@ -78,6 +83,7 @@ pub enum HostReply {
 /// An invocation's input as it crosses the socket.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireRequest {
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     pub content_type: String,
     pub metadata: Vec<(String, String)>,

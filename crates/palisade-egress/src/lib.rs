@@ -131,8 +131,27 @@ pub enum TlsExtra {
     },
 }
 
-/// Everything the gateway knows about one invocation's egress.
+/// Everything the gateway knows about one invocation's egress: what the caller said and the
+/// counters the gateway spends.
 pub struct Invocation {
+    pub spec: InvocationSpec,
+    pub requests_left: AtomicU64,
+    pub bytes_left: AtomicU64,
+    minted: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invocation")
+            .field("spec", &self.spec)
+            .field("requests_left", &self.requests_left)
+            .field("bytes_left", &self.bytes_left)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One invocation's egress as the caller describes it; [`Invocation::new`] adds the counters.
+pub struct InvocationSpec {
     pub tenant: String,
     pub extension: String,
     pub version: String,
@@ -146,43 +165,11 @@ pub struct Invocation {
     pub tls: Vec<TlsExtra>,
     /// Private ranges the baseline allows (the policy must permit them too).
     pub allow_private: Vec<Cidr>,
-    pub requests_left: AtomicU64,
-    pub bytes_left: AtomicU64,
-    pub deadline: Instant,
-    pub request_timeout: Duration,
-    /// The tenant's `bandwidth` (bytes per second) and `egress_connections`.
-    pub bandwidth: u64,
-    pub connections: u64,
-    minted: Mutex<HashMap<String, String>>,
-}
-
-impl std::fmt::Debug for Invocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Invocation")
-            .field("tenant", &self.tenant)
-            .field("extension", &self.extension)
-            .field("invocation_id", &self.invocation_id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The parts of [`Invocation`] a caller fills in; `Invocation::new` adds the counters.
-pub struct InvocationSpec {
-    pub tenant: String,
-    pub extension: String,
-    pub version: String,
-    pub invocation_id: String,
-    pub patterns: Vec<UrlPattern>,
-    pub policy: Arc<dyn EgressPolicy>,
-    pub secrets: Arc<dyn SecretSource>,
-    pub credentials: Vec<Credential>,
-    pub tokens: Vec<TokenGrant>,
-    pub tls: Vec<TlsExtra>,
-    pub allow_private: Vec<Cidr>,
     pub max_requests: u64,
     pub max_bytes: u64,
     pub deadline: Instant,
     pub request_timeout: Duration,
+    /// The tenant's `bandwidth` (bytes per second) and `egress_connections`.
     pub bandwidth: u64,
     pub connections: u64,
 }
@@ -200,23 +187,9 @@ impl std::fmt::Debug for InvocationSpec {
 impl Invocation {
     pub fn new(spec: InvocationSpec) -> Self {
         Self {
-            tenant: spec.tenant,
-            extension: spec.extension,
-            version: spec.version,
-            invocation_id: spec.invocation_id,
-            patterns: spec.patterns,
-            policy: spec.policy,
-            secrets: spec.secrets,
-            credentials: spec.credentials,
-            tokens: spec.tokens,
-            tls: spec.tls,
-            allow_private: spec.allow_private,
             requests_left: AtomicU64::new(spec.max_requests),
             bytes_left: AtomicU64::new(spec.max_bytes),
-            deadline: spec.deadline,
-            request_timeout: spec.request_timeout,
-            bandwidth: spec.bandwidth,
-            connections: spec.connections,
+            spec,
             minted: Mutex::default(),
         }
     }
@@ -324,20 +297,20 @@ impl Gateway {
             .tenants
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let limits = (invocation.bandwidth, invocation.connections);
-        match tenants.get(&invocation.tenant) {
+        let limits = (invocation.spec.bandwidth, invocation.spec.connections);
+        match tenants.get(&invocation.spec.tenant) {
             Some(tenant) if tenant.limits == limits => Arc::clone(tenant),
             _ => {
                 let tenant = Arc::new(TenantEgress {
-                    bandwidth: TokenBucket::new(invocation.bandwidth),
+                    bandwidth: TokenBucket::new(invocation.spec.bandwidth),
                     connections: Arc::new(Semaphore::new(
-                        usize::try_from(invocation.connections)
+                        usize::try_from(invocation.spec.connections)
                             .unwrap_or(usize::MAX)
                             .clamp(1, Semaphore::MAX_PERMITS),
                     )),
                     limits,
                 });
-                tenants.insert(invocation.tenant.clone(), Arc::clone(&tenant));
+                tenants.insert(invocation.spec.tenant.clone(), Arc::clone(&tenant));
                 tenant
             }
         }
@@ -361,7 +334,12 @@ impl Gateway {
             "{method} {}://{}:{}{}",
             destination.scheme, destination.host, destination.port, destination.path
         );
-        if !invocation.patterns.iter().any(|p| p.matches(&destination)) {
+        if !invocation
+            .spec
+            .patterns
+            .iter()
+            .any(|p| p.matches(&destination))
+        {
             return Err(EgressError::denied(format!(
                 "{shown}: the manifest does not request this destination ([capabilities] http)"
             )));
@@ -406,14 +384,15 @@ impl Gateway {
         self.charge(invocation, request_bytes, &shown)?;
         let tenant = self.tenant(invocation);
         let deadline = invocation
+            .spec
             .deadline
-            .min(Instant::now() + invocation.request_timeout);
+            .min(Instant::now() + invocation.spec.request_timeout);
         bucket::take_by(&tenant.bandwidth, request_bytes, deadline)
             .await
             .map_err(|_| {
                 quota(format!(
                     "{shown}: tenant {} is over its bandwidth (bandwidth)",
-                    invocation.tenant
+                    invocation.spec.tenant
                 ))
             })?;
         let _connection = tokio::time::timeout_at(
@@ -426,7 +405,7 @@ impl Gateway {
         .ok_or_else(|| {
             quota(format!(
                 "{shown}: tenant {} has all of its {} connections open (egress_connections)",
-                invocation.tenant, invocation.connections
+                invocation.spec.tenant, invocation.spec.connections
             ))
         })?;
 
@@ -448,7 +427,7 @@ impl Gateway {
                 EgressErrorKind::Timeout,
                 format!(
                     "{shown}: no complete answer within egress_timeout ({:?}) or the invocation's deadline",
-                    invocation.request_timeout
+                    invocation.spec.request_timeout
                 ),
             )),
         }
@@ -488,12 +467,12 @@ impl Gateway {
         let mut reasons = Vec::new();
         for ip in candidates {
             if let Some(reason) = address::forbidden(ip)
-                && !invocation.allow_private.iter().any(|c| c.contains(ip))
+                && !invocation.spec.allow_private.iter().any(|c| c.contains(ip))
             {
                 reasons.push(reason);
                 continue;
             }
-            match invocation.policy.authorize(destination, ip, method) {
+            match invocation.spec.policy.authorize(destination, ip, method) {
                 Ok(()) => return Ok(ip),
                 Err(reason) => reasons.push(format!("{ip}: {reason}")),
             }
@@ -512,11 +491,13 @@ impl Gateway {
     ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>, EgressError> {
         let mut headers = Vec::new();
         for rule in invocation
+            .spec
             .credentials
             .iter()
             .filter(|r| host_matches(&r.host, &destination.host))
         {
             let secret = invocation
+                .spec
                 .secrets
                 .secret(&rule.secret)
                 .await
@@ -542,6 +523,7 @@ impl Gateway {
             headers.push((rule.header.clone(), value, Some(secret)));
         }
         for grant in invocation
+            .spec
             .tokens
             .iter()
             .filter(|g| host_matches(&g.host, &destination.host))
@@ -563,12 +545,15 @@ impl Gateway {
                         let now = now_unix();
                         signer.sign(&Claims {
                             iss: tokens::ISSUER.into(),
-                            sub: format!("{}/{}", invocation.tenant, invocation.extension),
+                            sub: format!(
+                                "{}/{}",
+                                invocation.spec.tenant, invocation.spec.extension
+                            ),
                             aud: grant.audience.clone(),
-                            tenant: invocation.tenant.clone(),
-                            extension: invocation.extension.clone(),
-                            version: invocation.version.clone(),
-                            invocation_id: invocation.invocation_id.clone(),
+                            tenant: invocation.spec.tenant.clone(),
+                            extension: invocation.spec.extension.clone(),
+                            version: invocation.spec.version.clone(),
+                            invocation_id: invocation.spec.invocation_id.clone(),
                             iat: now,
                             exp: now + i64::try_from(grant.ttl.as_secs()).unwrap_or(60),
                         })
@@ -635,6 +620,7 @@ impl Gateway {
         name: &str,
     ) -> Result<Vec<u8>, EgressError> {
         invocation
+            .spec
             .secrets
             .secret(name)
             .await
@@ -695,7 +681,7 @@ impl Gateway {
         let response = if destination.scheme == "https" {
             let mut ca = None;
             let mut client = None;
-            for extra in &invocation.tls {
+            for extra in &invocation.spec.tls {
                 match extra {
                     TlsExtra::Ca { host, secret } if host_matches(host, &destination.host) => {
                         ca = Some(self.secret_pem(invocation, secret).await?);
@@ -754,7 +740,7 @@ impl Gateway {
                 .map_err(|_| {
                     quota(format!(
                         "{shown}: tenant {} is over its bandwidth (bandwidth)",
-                        invocation.tenant
+                        invocation.spec.tenant
                     ))
                 })?;
             body.extend_from_slice(&chunk);

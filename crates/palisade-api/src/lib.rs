@@ -636,3 +636,29 @@ mod tests {
         assert!(error.is_some_and(|e| e.to_string().contains("unknown field `plan`")));
     }
 }
+
+/// One public key as a JSON Web Key (RFC 8037: `OKP`, `Ed25519`), as the server publishes the
+/// keys that sign the egress gateway's short-lived tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Jwk {
+    /// `OKP`.
+    pub kty: String,
+    /// `Ed25519`.
+    pub crv: String,
+    /// The public key, base64url without padding.
+    pub x: String,
+    pub kid: String,
+    /// `sig`.
+    #[serde(rename = "use")]
+    pub usage: String,
+    /// `EdDSA`.
+    pub alg: String,
+}
+
+/// A JWK set: `{"keys": [...]}` (`/.well-known/jwks.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}

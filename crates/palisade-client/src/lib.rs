@@ -201,7 +201,7 @@ impl Client {
     }
 
     /// The server's published token keys (`/.well-known/jwks.json`).
-    pub async fn jwks(&self) -> Result<palisade_egress::Jwks, ClientError> {
+    pub async fn jwks(&self) -> Result<palisade_api::Jwks, ClientError> {
         self.get("/.well-known/jwks.json").await
     }
 

@@ -106,11 +106,11 @@ fn v6_reason(ip: Ipv6Addr) -> Option<String> {
         }
         [0x2001, 0, ..] => Some("a Teredo address".into()),
         [0x2001, 0xdb8, ..] => Some("a documentation address".into()),
+        // fc00::/7 also holds the cloud metadata address fd00:ec2::254.
         [first, ..] if first & 0xfe00 == 0xfc00 => Some("a unique local (ULA) address".into()),
         [first, ..] if first & 0xffc0 == 0xfe80 => Some("a link-local address".into()),
         [first, ..] if first & 0xffc0 == 0xfec0 => Some("a site-local address".into()),
         [first, ..] if first & 0xff00 == 0xff00 => Some("a multicast address".into()),
-        [0xfd00, 0x0ec2, ..] => Some("a cloud metadata address".into()),
         _ => None,
     }
 }
@@ -155,6 +155,8 @@ mod tests {
             "2001:0:4136:e378::1",
             "fc00::1",
             "fd12:3456::1",
+            "fd00:ec2::254",
+            "fec0::1",
             "fe80::1",
             "ff02::1",
             "2001:db8::1",

@@ -43,7 +43,8 @@ use tokio::time::Instant;
 
 pub use address::Cidr;
 pub use bucket::TokenBucket;
-pub use tokens::{Claims, Jwk, Jwks, TokenSigner};
+pub use palisade_api::{Jwk, Jwks};
+pub use tokens::{Claims, TokenSigner};
 
 /// How long a name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -6,6 +6,7 @@
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use palisade_api::{Jwk, Jwks};
 use serde::{Deserialize, Serialize};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,24 +64,6 @@ impl std::fmt::Debug for TokenSigner {
             .field("kid", &self.kid)
             .finish_non_exhaustive()
     }
-}
-
-/// One public key as a JSON Web Key (RFC 8037: `OKP`, `Ed25519`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwk {
-    pub kty: String,
-    pub crv: String,
-    pub x: String,
-    pub kid: String,
-    #[serde(rename = "use")]
-    pub usage: String,
-    pub alg: String,
-}
-
-/// A JWK set: `{"keys": [...]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
 }
 
 impl TokenSigner {

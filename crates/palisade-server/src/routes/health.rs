@@ -78,9 +78,9 @@ pub async fn openapi() -> Response {
 /// The public keys of the short-lived tokens the egress gateway injects (a JWK set), so the
 /// SaaS can verify them.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "health",
-    responses((status = 200, description = "JWK set: {\"keys\": [{kty: OKP, crv: Ed25519, x, kid, use: sig, alg: EdDSA}]}", body = Object)))]
-pub async fn jwks(State(state): State<Arc<AppState>>) -> Json<palisade_egress::Jwks> {
-    Json(palisade_egress::Jwks {
+    responses((status = 200, body = palisade_api::Jwks)))]
+pub async fn jwks(State(state): State<Arc<AppState>>) -> Json<palisade_api::Jwks> {
+    Json(palisade_api::Jwks {
         keys: state
             .gateway
             .signer()

@@ -657,8 +657,21 @@ pub struct Jwk {
 }
 
 /// A JWK set: `{"keys": [...]}` (`/.well-known/jwks.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
+}
+
+/// `POST /v1/keys/signing:rotate`: the token-signing key that replaced the one in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SigningKeyRotation {
+    /// The key that signs from now on.
+    pub kid: String,
+    /// The key retired: its private part is destroyed, its public key stays in the JWKS
+    /// until every token it signed has expired.
+    pub retired: String,
+    /// Unix seconds when the retired key leaves the JWKS.
+    pub retired_published_until_s: i64,
 }

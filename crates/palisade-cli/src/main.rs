@@ -173,7 +173,7 @@ fn main() -> ExitCode {
             Command::New(args) => scaffold::new(&args),
             Command::Doctor(args) => doctor::doctor(&args),
             Command::Worker { .. } | Command::JailLauncher => Ok(exit::INTERNAL),
-            Command::Policy(args) => policy_cmd::policy(args),
+            Command::Policy(args) => policy_cmd::policy(args).await,
             Command::Serve(args) => serve::serve(args).await,
             Command::Quickstart(args) => serve::quickstart(args).await,
             Command::Tenant(args) => remote_result(remote::tenant(args).await),

@@ -1,17 +1,24 @@
 //! `palisade policy validate | diff | apply | history | revert | explain`, and the
 //! `--policy FILE` option of `run` and `test`. Works on local files and a local store
-//! directory; the control plane will serve the same store interface.
+//! directory, or, with `--server`, on a Palisade server's policy layers (`diff`, `apply`,
+//! `history`, `revert`): documents are validated here first, then on the server, which
+//! stores, audits and enforces them.
 
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use palisade_api::{PolicyChange, PolicyVersion};
+use palisade_client::{Client, ClientError, PolicyLayer};
 use palisade_model::{Limits, Manifest};
-use palisade_policy::store::{self, Applied, ChangeMeta, DirStore, PolicyStore, VersionRecord};
+use palisade_policy::store::{
+    self, Applied, ChangeKind, ChangeMeta, DirStore, PolicyStore, VersionRecord,
+};
 use palisade_policy::{
     Action, CallContext, Deployment, DeploymentImpact, EffectiveLimits, LayerDiff, PolicyDocument,
     PolicyEngine, PolicyError, Principal, Resource, Scope, StoreError, TenantId,
 };
 
+use crate::remote::{ConnectArgs, Failure};
 use crate::{exit, load};
 
 /// `explain` exits with this when the answer is deny.
@@ -51,6 +58,30 @@ struct StoreArgs {
     dir: PathBuf,
 }
 
+/// `--server`: the server's layers instead of the local store. Explicit on purpose (no
+/// PALISADE_SERVER here): a shell set up for the other server commands must not turn a
+/// local policy experiment into a production change.
+#[derive(Debug, Clone, clap::Args)]
+struct ServerArgs {
+    /// Work on this Palisade server's policy layers instead of the local store directory.
+    #[arg(long, conflicts_with = "dir")]
+    server: Option<String>,
+    /// An API token for --server (prefer PALISADE_TOKEN or --token-file).
+    #[arg(long, env = "PALISADE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the token for --server.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The server's client when `--server` is given.
+    fn client(&self) -> Option<Result<Client, Failure>> {
+        let server = self.server.clone()?;
+        Some(ConnectArgs::to_server(server, self.token.clone(), self.token_file.clone()).client())
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 struct DeployedArgs {
     /// A deployed extension to dry-run against, as TENANT=PATH (an extension directory or its
@@ -79,6 +110,8 @@ struct DiffArgs {
     /// The old policy file; without it, the version in force in the store.
     against: Option<PathBuf>,
     #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
     store: StoreArgs,
     /// Print one JSON object.
     #[arg(long)]
@@ -98,6 +131,8 @@ struct ApplyArgs {
     #[command(flatten)]
     deployed: DeployedArgs,
     #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
     store: StoreArgs,
     /// Print one JSON object.
     #[arg(long)]
@@ -109,6 +144,8 @@ struct HistoryArgs {
     /// `baseline` or `tenant:NAME`.
     #[arg(value_parser = parse_scope)]
     scope: Scope,
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(flatten)]
     store: StoreArgs,
     /// Print one JSON object.
@@ -132,6 +169,8 @@ struct RevertArgs {
     author: String,
     #[command(flatten)]
     deployed: DeployedArgs,
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(flatten)]
     store: StoreArgs,
     /// Print one JSON object.
@@ -213,13 +252,25 @@ fn policy_limits(path: &Path) -> Result<Limits, PolicyError> {
     Ok(limits.runtime())
 }
 
-pub fn policy(args: PolicyArgs) -> anyhow::Result<u8> {
+pub async fn policy(args: PolicyArgs) -> anyhow::Result<u8> {
     match args.command {
         PolicyCommand::Validate(args) => validate(&args),
-        PolicyCommand::Diff(args) => diff(&args),
-        PolicyCommand::Apply(args) => apply(&args),
-        PolicyCommand::History(args) => history(&args),
-        PolicyCommand::Revert(args) => revert(&args),
+        PolicyCommand::Diff(args) => match args.server.client() {
+            Some(client) => Ok(on_server(client, args.json, |c| diff_remote(&args, c)).await),
+            None => diff(&args),
+        },
+        PolicyCommand::Apply(args) => match args.server.client() {
+            Some(client) => Ok(on_server(client, args.json, |c| apply_remote(&args, c)).await),
+            None => apply(&args),
+        },
+        PolicyCommand::History(args) => match args.server.client() {
+            Some(client) => Ok(on_server(client, args.json, |c| history_remote(&args, c)).await),
+            None => history(&args),
+        },
+        PolicyCommand::Revert(args) => match args.server.client() {
+            Some(client) => Ok(on_server(client, args.json, |c| revert_remote(&args, c)).await),
+            None => revert(&args),
+        },
         PolicyCommand::Explain(args) => explain(&args),
     }
 }
@@ -402,8 +453,17 @@ fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    let diff = LayerDiff::between(old.as_ref(), &layer);
-    if args.json {
+    Ok(print_diff(&layer, old.as_ref(), &against, args.json))
+}
+
+fn print_diff(
+    layer: &palisade_policy::CompiledLayer,
+    old: Option<&palisade_policy::CompiledLayer>,
+    against: &str,
+    json: bool,
+) -> u8 {
+    let diff = LayerDiff::between(old, layer);
+    if json {
         println!(
             "{}",
             serde_json::json!({
@@ -418,7 +478,7 @@ fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
         println!("{} against {against}:", layer.scope());
         print!("{diff}");
     }
-    Ok(exit::OK)
+    exit::OK
 }
 
 fn applied_output(applied: &Applied, impact: &[DeploymentImpact], json: bool) -> u8 {
@@ -533,20 +593,23 @@ fn history_json(record: &VersionRecord) -> serde_json::Value {
 
 fn history(args: &HistoryArgs) -> anyhow::Result<u8> {
     let store = DirStore::new(&args.store.dir);
-    let records = match store.history(&args.scope) {
-        Ok(records) => records,
-        Err(error) => return Ok(store_failed(&error, args.json)),
-    };
-    if args.json {
+    match store.history(&args.scope) {
+        Ok(records) => Ok(print_history(&args.scope, &records, args.json)),
+        Err(error) => Ok(store_failed(&error, args.json)),
+    }
+}
+
+fn print_history(scope: &Scope, records: &[VersionRecord], json: bool) -> u8 {
+    if json {
         let versions: Vec<_> = records.iter().map(history_json).collect();
         println!(
             "{}",
-            serde_json::json!({"scope": args.scope, "versions": versions})
+            serde_json::json!({"scope": scope, "versions": versions})
         );
     } else if records.is_empty() {
-        println!("{}: no stored versions", args.scope);
+        println!("{scope}: no stored versions");
     } else {
-        for record in &records {
+        for record in records {
             let restored = record
                 .restored
                 .map(|v| format!(" (restores version {v})"))
@@ -563,7 +626,162 @@ fn history(args: &HistoryArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(exit::OK)
+    exit::OK
+}
+
+// ---- on a server (`--server`) ----
+
+/// `--deployed` dry-runs against the local store's layers, which are not the server's.
+const DEPLOYED_IS_LOCAL: &str =
+    "--deployed dry-runs against the local store; it does not go with --server";
+
+/// Runs one server call and turns its failure into the CLI's message and exit status (the
+/// same statuses as the other server commands: 69 unreachable, 77 bad token or denied).
+async fn on_server<F, Fut>(client: Result<Client, Failure>, json: bool, call: F) -> u8
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<u8, ClientError>>,
+{
+    let (kind, failure) = match client {
+        Ok(client) => match call(client).await {
+            Ok(code) => return code,
+            Err(error) => {
+                let kind = match &error {
+                    ClientError::Api { kind, .. } => kind.clone(),
+                    ClientError::Unreachable { .. } => "unreachable".into(),
+                    ClientError::BadUrl { .. } => "usage".into(),
+                    ClientError::Unexpected { .. } => "unexpected_answer".into(),
+                };
+                (kind, Failure::from(error))
+            }
+        },
+        Err(failure) if failure.code == exit::DENIED => ("unauthenticated".into(), failure),
+        Err(failure) => ("usage".into(), failure),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": {"kind": kind, "message": failure.message}})
+        );
+    } else {
+        eprintln!("error: {}", failure.message);
+    }
+    failure.code
+}
+
+fn layer_of(scope: &Scope) -> PolicyLayer<'_> {
+    match scope {
+        Scope::Baseline => PolicyLayer::Baseline,
+        Scope::Tenant(tenant) => PolicyLayer::Tenant(tenant.as_str()),
+    }
+}
+
+fn record_of(version: PolicyVersion) -> VersionRecord {
+    VersionRecord {
+        scope: version.scope,
+        version: version.version,
+        author: version.author,
+        time: version.time_s,
+        reason: version.reason,
+        change: if version.change == "revert" {
+            ChangeKind::Revert
+        } else {
+            ChangeKind::Apply
+        },
+        restored: version.restored,
+        sha256: version.sha256,
+        diff: version.diff,
+        document: version.document,
+    }
+}
+
+fn server_change_output(scope: &Scope, change: &PolicyChange, json: bool) -> u8 {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "applied": change.stored,
+                "unchanged": !change.stored,
+                "scope": scope,
+                "version": change.version,
+                "diff": change.diff,
+            })
+        );
+    } else if change.stored {
+        println!("{scope} version {} stored on the server", change.version);
+        print!("{}", change.diff);
+    } else {
+        println!(
+            "unchanged: identical to version {}; nothing stored",
+            change.version
+        );
+    }
+    exit::OK
+}
+
+async fn diff_remote(args: &DiffArgs, client: Client) -> Result<u8, ClientError> {
+    if args.against.is_some() {
+        return Ok(usage_error(
+            "compare with an old file or with --server's version, not both",
+        ));
+    }
+    let layer = match PolicyDocument::load(&args.file).and_then(|d| d.compile()) {
+        Ok(layer) => layer,
+        Err(error) => return Ok(invalid(&error, args.json)),
+    };
+    let server = args.server.server.as_deref().unwrap_or_default();
+    let (old, against) = match client.policy(layer_of(layer.scope())).await {
+        Ok(head) => match PolicyDocument::parse(&head.document, None).and_then(|d| d.compile()) {
+            Ok(old) => (
+                Some(old),
+                format!("{} version {} on {server}", layer.scope(), head.version),
+            ),
+            Err(error) => return Ok(invalid(&error, args.json)),
+        },
+        Err(error) if error.kind() == Some("not_found") => {
+            (None, format!("nothing (no version on {server})"))
+        }
+        Err(error) => return Err(error),
+    };
+    Ok(print_diff(&layer, old.as_ref(), &against, args.json))
+}
+
+async fn apply_remote(args: &ApplyArgs, client: Client) -> Result<u8, ClientError> {
+    if args.reason.trim().is_empty() {
+        return Ok(usage_error("--reason must say why"));
+    }
+    if !args.deployed.deployed.is_empty() {
+        return Ok(usage_error(DEPLOYED_IS_LOCAL));
+    }
+    // Validated here first, for errors that name the file's own lines; sent self-contained
+    // (a `cedar.file` inlined), as the local store keeps it.
+    let document = match PolicyDocument::load(&args.file).and_then(|d| d.compile().map(|_| d)) {
+        Ok(document) => document,
+        Err(error) => return Ok(invalid(&error, args.json)),
+    };
+    let change = client
+        .apply_policy(layer_of(&document.scope), &document.to_toml(), &args.reason)
+        .await?;
+    Ok(server_change_output(&document.scope, &change, args.json))
+}
+
+async fn history_remote(args: &HistoryArgs, client: Client) -> Result<u8, ClientError> {
+    let versions = client.policy_versions(layer_of(&args.scope)).await?;
+    let records: Vec<VersionRecord> = versions.into_iter().map(record_of).collect();
+    Ok(print_history(&args.scope, &records, args.json))
+}
+
+async fn revert_remote(args: &RevertArgs, client: Client) -> Result<u8, ClientError> {
+    if args.reason.trim().is_empty() {
+        return Ok(usage_error("--reason must say why"));
+    }
+    if !args.deployed.deployed.is_empty() {
+        return Ok(usage_error(DEPLOYED_IS_LOCAL));
+    }
+    let change = client
+        .revert_policy(layer_of(&args.scope), args.to, &args.reason)
+        .await?;
+    Ok(server_change_output(&args.scope, &change, args.json))
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<u8> {

@@ -96,6 +96,17 @@ impl From<ClientError> for Failure {
 }
 
 impl ConnectArgs {
+    /// The connection of a command that takes its own `--server` (explicit, no environment
+    /// variable) and the usual token options.
+    pub fn to_server(server: String, token: Option<String>, token_file: Option<PathBuf>) -> Self {
+        Self {
+            server: Some(server),
+            token,
+            token_file,
+            json: false,
+        }
+    }
+
     /// A client without a token (for the public endpoints).
     pub fn anonymous(&self) -> Result<Client, Failure> {
         let file = match config_path() {
@@ -858,6 +869,9 @@ enum KeysCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Replace the server's token-signing key (platform administrators): new tokens are
+    /// signed by the new key; the old one stays in the JWKS until its tokens have expired.
+    RotateSigning,
     /// Destroy one key-value namespace of a tenant: its values and its data keys.
     Destroy {
         #[arg(long)]
@@ -873,6 +887,20 @@ pub async fn keys(args: KeysArgs) -> Result<u8, Failure> {
     let status = match args.command {
         KeysCommand::Status { tenant } => client.keys(&tenant).await?,
         KeysCommand::Rotate { tenant } => client.rotate_keys(&tenant).await?,
+        KeysCommand::RotateSigning => {
+            let rotation = client.rotate_signing_key().await?;
+            if args.connect.json {
+                print_json(&rotation)?;
+            } else {
+                println!(
+                    "token-signing key {} in force; {} retired, published until {}",
+                    rotation.kid,
+                    rotation.retired,
+                    palisade_policy::format_time(rotation.retired_published_until_s)
+                );
+            }
+            return Ok(exit::OK);
+        }
         KeysCommand::Destroy {
             tenant,
             namespace,

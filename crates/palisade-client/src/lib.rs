@@ -20,7 +20,7 @@ use palisade_api::{
     ApplyPolicy, AuditPage, CreateTenant, CreateToken, CreatedToken, Deploy, Deployment, Destroyed,
     ErrorBody, Extension, ExtensionSummary, ExtensionVersion, InvokeEnvelope, KeysStatus,
     PolicyChange, PolicyVersion, PublishVersion, RevertPolicy, Review, Rollback, SecretInfo,
-    SetSecret, Tenant, TokenInfo, Whoami,
+    SetSecret, SigningKeyRotation, Tenant, TokenInfo, Whoami,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -70,6 +70,24 @@ pub struct Invoked {
     pub invocation_id: String,
     pub request_id: String,
     pub version: String,
+}
+
+/// Which policy layer a policy call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyLayer<'a> {
+    /// The platform baseline (platform administrators).
+    Baseline,
+    /// One tenant's layer.
+    Tenant(&'a str),
+}
+
+impl PolicyLayer<'_> {
+    fn path(self) -> String {
+        match self {
+            Self::Baseline => "/v1/policies/baseline".to_owned(),
+            Self::Tenant(tenant) => format!("/v1/tenants/{tenant}/policy"),
+        }
+    }
 }
 
 /// A client bound to one server and one token.
@@ -452,13 +470,24 @@ impl Client {
         }
     }
 
-    pub async fn tenant_policy(&self, tenant: &str) -> Result<PolicyVersion, ClientError> {
-        self.get(&format!("/v1/tenants/{tenant}/policy")).await
+    /// The version in force of a policy layer (for the baseline with nothing applied, the
+    /// shipped document as version 0).
+    pub async fn policy(&self, layer: PolicyLayer<'_>) -> Result<PolicyVersion, ClientError> {
+        self.get(&layer.path()).await
     }
 
-    pub async fn apply_tenant_policy(
+    /// Every stored version of a policy layer, oldest first.
+    pub async fn policy_versions(
         &self,
-        tenant: &str,
+        layer: PolicyLayer<'_>,
+    ) -> Result<Vec<PolicyVersion>, ClientError> {
+        self.get(&format!("{}/versions", layer.path())).await
+    }
+
+    /// Validates `document` on the server and stores it as the layer's next version.
+    pub async fn apply_policy(
+        &self,
+        layer: PolicyLayer<'_>,
         document: &str,
         reason: &str,
     ) -> Result<PolicyChange, ClientError> {
@@ -467,39 +496,21 @@ impl Client {
             reason: reason.to_owned(),
         };
         self.json(
-            self.request(
-                reqwest::Method::PUT,
-                &format!("/v1/tenants/{tenant}/policy"),
-            )
-            .json(&body),
-        )
-        .await
-    }
-
-    pub async fn apply_baseline(
-        &self,
-        document: &str,
-        reason: &str,
-    ) -> Result<PolicyChange, ClientError> {
-        let body = ApplyPolicy {
-            document: document.to_owned(),
-            reason: reason.to_owned(),
-        };
-        self.json(
-            self.request(reqwest::Method::PUT, "/v1/policies/baseline")
+            self.request(reqwest::Method::PUT, &layer.path())
                 .json(&body),
         )
         .await
     }
 
-    pub async fn revert_tenant_policy(
+    /// Stores version `to` of the layer again as its newest version.
+    pub async fn revert_policy(
         &self,
-        tenant: &str,
+        layer: PolicyLayer<'_>,
         to: u64,
         reason: &str,
     ) -> Result<PolicyChange, ClientError> {
         self.post(
-            &format!("/v1/tenants/{tenant}/policy:revert"),
+            &format!("{}:revert", layer.path()),
             &RevertPolicy {
                 to,
                 reason: reason.to_owned(),
@@ -557,6 +568,12 @@ impl Client {
 
     pub async fn keys(&self, tenant: &str) -> Result<KeysStatus, ClientError> {
         self.get(&format!("/v1/tenants/{tenant}/keys")).await
+    }
+
+    /// Replaces the server's token-signing key (platform administrators).
+    pub async fn rotate_signing_key(&self) -> Result<SigningKeyRotation, ClientError> {
+        self.post("/v1/keys/signing:rotate", &serde_json::json!({}))
+            .await
     }
 
     pub async fn rotate_keys(&self, tenant: &str) -> Result<KeysStatus, ClientError> {

@@ -44,7 +44,7 @@ use tokio::time::Instant;
 pub use address::Cidr;
 pub use bucket::TokenBucket;
 pub use palisade_api::{Jwk, Jwks};
-pub use tokens::{Claims, TokenSigner};
+pub use tokens::{Claims, SigningKeys, TokenSigner};
 
 /// How long a name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -208,7 +208,8 @@ struct TenantEgress {
 pub struct Gateway {
     resolver: Arc<dyn Resolver>,
     roots: Arc<rustls::RootCertStore>,
-    signer: Option<Arc<TokenSigner>>,
+    /// Replaced whole when the signing key rotates; requests take the signer in force.
+    signing: std::sync::RwLock<Option<SigningKeys>>,
     tenants: Mutex<HashMap<String, Arc<TenantEgress>>>,
 }
 
@@ -275,22 +276,45 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 impl Gateway {
-    /// A gateway that resolves with `resolver` and trusts the webpki roots; `signer` mints
+    /// A gateway that resolves with `resolver` and trusts the webpki roots; `signing` mints
     /// short-lived tokens (none: token rules are refused).
-    pub fn new(resolver: Arc<dyn Resolver>, signer: Option<Arc<TokenSigner>>) -> Self {
+    pub fn new(resolver: Arc<dyn Resolver>, signing: Option<SigningKeys>) -> Self {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
         Self {
             resolver,
             roots: Arc::new(roots),
-            signer,
+            signing: std::sync::RwLock::new(signing),
             tenants: Mutex::default(),
         }
     }
 
-    pub fn signer(&self) -> Option<&Arc<TokenSigner>> {
-        self.signer.as_ref()
+    /// The key that signs tokens now.
+    pub fn signer(&self) -> Option<Arc<TokenSigner>> {
+        self.signing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|keys| Arc::clone(&keys.current))
+    }
+
+    /// The public keys to publish at `now_ms` (empty without a signer).
+    pub fn jwks(&self, now_ms: i64) -> Jwks {
+        self.signing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|keys| keys.jwks(now_ms))
+            .unwrap_or_default()
+    }
+
+    /// Installs rotated keys: tokens minted from now on are signed by `keys.current`.
+    pub fn set_signing_keys(&self, keys: SigningKeys) {
+        *self
+            .signing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keys);
     }
 
     fn tenant(&self, invocation: &Invocation) -> Arc<TenantEgress> {
@@ -529,7 +553,7 @@ impl Gateway {
             .iter()
             .filter(|g| host_matches(&g.host, &destination.host))
         {
-            let signer = self.signer.as_ref().ok_or_else(|| {
+            let signer = self.signer().ok_or_else(|| {
                 error(
                     EgressErrorKind::Unavailable,
                     "this gateway has no token signer",

@@ -4,6 +4,8 @@
 //! The server publishes the public keys as a JWKS; `palisade token verify` (and any JWT
 //! library) checks them.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use palisade_api::{Jwk, Jwks};
@@ -100,6 +102,37 @@ impl TokenSigner {
         let signing_input = format!("{}.{}", b64_json(&header), b64_json(claims));
         let signature = self.key.sign(signing_input.as_bytes());
         format!("{signing_input}.{}", B64.encode(signature.to_bytes()))
+    }
+}
+
+/// The keys behind the published JWKS: the one that signs, and retired ones, still
+/// published until every token they signed has expired.
+#[derive(Debug, Clone)]
+pub struct SigningKeys {
+    pub current: Arc<TokenSigner>,
+    /// Public keys of retired signers, each with the Unix millisecond it stops being
+    /// published.
+    pub retired: Vec<(Jwk, i64)>,
+}
+
+impl SigningKeys {
+    pub fn new(current: TokenSigner) -> Self {
+        Self {
+            current: Arc::new(current),
+            retired: Vec::new(),
+        }
+    }
+
+    /// The key set to publish at `now_ms`: the signing key first.
+    pub fn jwks(&self, now_ms: i64) -> Jwks {
+        let retired = self
+            .retired
+            .iter()
+            .filter(|(_, until_ms)| *until_ms > now_ms)
+            .map(|(jwk, _)| jwk.clone());
+        Jwks {
+            keys: std::iter::once(self.current.jwk()).chain(retired).collect(),
+        }
     }
 }
 

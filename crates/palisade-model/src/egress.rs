@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// Largest request body a guest may send through the gateway (a policy can only lower it).
 pub const MAX_REQUEST_BODY_BYTES: usize = 16 << 20;
 
+/// Longest lifetime of a short-lived token the gateway injects. The policy refuses longer
+/// `ttl`s, and a retired signing key stays published this long after its last signature.
+pub const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// One outbound request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRequest {

@@ -1,10 +1,11 @@
 //! Human-readable and JSON differences between two versions of a layer: limits by key,
-//! policies by id.
+//! policies by id, `[egress]` rules by value.
 
 use std::fmt;
 
 use serde::Serialize;
 
+use crate::document::EgressRules;
 use crate::engine::CompiledLayer;
 use crate::limits::LimitKey;
 
@@ -35,6 +36,17 @@ pub struct PolicyDiff {
     pub after: Option<String>,
 }
 
+/// One `[egress]` rule added or removed. Rules have no ids, so a changed rule is the old one
+/// removed and the new one added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EgressRuleDiff {
+    /// The `[egress]` key: `allow_private`, `credentials`, `tokens`, `ca` or `client_certs`.
+    pub section: &'static str,
+    pub change: Change,
+    /// The rule as an inline TOML value, as it would be written in the document.
+    pub rule: String,
+}
+
 /// Everything that differs between two versions of one layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LayerDiff {
@@ -42,6 +54,8 @@ pub struct LayerDiff {
     pub description: Option<(Option<String>, Option<String>)>,
     pub limits: Vec<LimitDiff>,
     pub policies: Vec<PolicyDiff>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<EgressRuleDiff>,
 }
 
 impl LayerDiff {
@@ -65,6 +79,7 @@ impl LayerDiff {
                 });
             }
         }
+        diff.egress = egress_changes(old_doc.map(|d| &d.egress), &new_doc.egress);
         let old_ids = before.map(CompiledLayer::policy_ids).unwrap_or_default();
         for id in old_ids {
             let old_text = before.and_then(|b| b.policy_text(id));
@@ -100,7 +115,75 @@ impl LayerDiff {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.description.is_none() && self.limits.is_empty() && self.policies.is_empty()
+        self.description.is_none()
+            && self.limits.is_empty()
+            && self.policies.is_empty()
+            && self.egress.is_empty()
+    }
+}
+
+fn egress_changes(before: Option<&EgressRules>, after: &EgressRules) -> Vec<EgressRuleDiff> {
+    let none = EgressRules::default();
+    let before = before.unwrap_or(&none);
+    let mut changes = Vec::new();
+    section_changes(
+        &mut changes,
+        "allow_private",
+        &before.allow_private,
+        &after.allow_private,
+    );
+    section_changes(
+        &mut changes,
+        "credentials",
+        &before.credentials,
+        &after.credentials,
+    );
+    section_changes(&mut changes, "tokens", &before.tokens, &after.tokens);
+    section_changes(&mut changes, "ca", &before.ca, &after.ca);
+    section_changes(
+        &mut changes,
+        "client_certs",
+        &before.client_certs,
+        &after.client_certs,
+    );
+    changes
+}
+
+fn section_changes<T: PartialEq + Serialize + fmt::Debug>(
+    changes: &mut Vec<EgressRuleDiff>,
+    section: &'static str,
+    before: &[T],
+    after: &[T],
+) {
+    let removed = before.iter().filter(|rule| !after.contains(rule));
+    let added = after.iter().filter(|rule| !before.contains(rule));
+    for (change, rule) in removed
+        .map(|rule| (Change::Removed, rule))
+        .chain(added.map(|rule| (Change::Added, rule)))
+    {
+        changes.push(EgressRuleDiff {
+            section,
+            change,
+            rule: inline_toml(rule),
+        });
+    }
+}
+
+/// `{ host = "api.example.com", header = "authorization", secret = "api-key" }` with the
+/// fields in the order the document declares them, or a bare value such as a CIDR string.
+fn inline_toml<T: Serialize + fmt::Debug>(rule: &T) -> String {
+    match toml::Value::try_from(rule) {
+        // Serialized from the struct itself, not the table, to keep the declared field order.
+        Ok(toml::Value::Table(_)) => match toml::to_string(rule) {
+            Ok(fields) => {
+                let fields: Vec<&str> = fields.lines().filter(|line| !line.is_empty()).collect();
+                format!("{{ {} }}", fields.join(", "))
+            }
+            Err(_) => format!("{rule:?}"),
+        },
+        Ok(value) => value.to_string(),
+        // Rules are plain strings and tables of strings, so this is not expected.
+        Err(_) => format!("{rule:?}"),
     }
 }
 
@@ -156,6 +239,14 @@ impl fmt::Display for LayerDiff {
                     f.write_str(&indent(policy.after.as_deref().unwrap_or(""), "+   "))?;
                 }
             }
+        }
+        for rule in &self.egress {
+            let sign = if rule.change == Change::Removed {
+                '-'
+            } else {
+                '+'
+            };
+            writeln!(f, "{sign} egress.{} {}", rule.section, rule.rule)?;
         }
         Ok(())
     }

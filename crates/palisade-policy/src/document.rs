@@ -239,7 +239,7 @@ impl EgressRules {
         }
         for rule in &self.tokens {
             if let Some(ttl) = rule.ttl
-                && !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+                && !(std::time::Duration::from_secs(1)..=palisade_model::egress::MAX_TOKEN_TTL)
                     .contains(&ttl.0)
             {
                 return Err(format!("token ttl {ttl} is outside 1s to 1h"));

@@ -720,6 +720,59 @@ fn diffs_name_limits_and_policies() {
     );
 }
 
+#[test]
+fn diffs_name_each_egress_rule_added_and_removed() {
+    let credential = |secret: &str| {
+        format!(
+            "\n[[egress.credentials]]\nhost = \"api.payments.example\"\nheader = \"authorization\"\n\
+             secret = \"{secret}\"\nformat = \"Bearer {{secret}}\"\n"
+        )
+    };
+    let token = "\n[[egress.tokens]]\nhost = \"api.saas.example\"\nheader = \"x-palisade-token\"\n\
+                 audience = \"saas-api\"\nttl = \"30s\"\n";
+    let ca = "\n[[egress.ca]]\nhost = \"api.payments.example\"\nsecret = \"payments-ca\"\n";
+    let old = layer(&format!("{ACME}{}{ca}", credential("payments-key")));
+    let new = layer(&format!(
+        "{ACME}{}{token}{ca}",
+        credential("payments-key-2")
+    ));
+    let diff = LayerDiff::between(Some(&old), &new);
+    let text = diff.to_string();
+    assert_eq!(
+        text,
+        "- egress.credentials { host = \"api.payments.example\", header = \"authorization\", \
+         secret = \"payments-key\", format = \"Bearer {secret}\" }\n\
+         + egress.credentials { host = \"api.payments.example\", header = \"authorization\", \
+         secret = \"payments-key-2\", format = \"Bearer {secret}\" }\n\
+         + egress.tokens { host = \"api.saas.example\", header = \"x-palisade-token\", \
+         audience = \"saas-api\", ttl = \"30s\" }\n"
+    );
+    let json = serde_json::to_value(&diff).unwrap();
+    assert_eq!(json["egress"][0]["section"], "credentials");
+    assert_eq!(json["egress"][0]["change"], "removed");
+    assert_eq!(json["egress"][2]["change"], "added");
+    assert!(LayerDiff::between(Some(&new), &new).is_empty());
+
+    // A first version lists every rule it brings.
+    let first = LayerDiff::between(None, &old).to_string();
+    assert!(
+        first.contains(
+            "+ egress.ca { host = \"api.payments.example\", secret = \"payments-ca\" }\n"
+        ),
+        "{first}"
+    );
+
+    // A bare value: a CIDR the baseline lets the gateway reach.
+    let shipped = PolicyDocument::shipped_baseline().unwrap().to_toml();
+    let private = layer(&format!(
+        "{shipped}\n[egress]\nallow_private = [\"127.0.0.0/8\"]\n"
+    ));
+    assert_eq!(
+        LayerDiff::between(Some(&layer(&shipped)), &private).to_string(),
+        "+ egress.allow_private \"127.0.0.0/8\"\n"
+    );
+}
+
 // ---- the store ----
 
 fn meta(author: &str, reason: &str, time: i64) -> ChangeMeta {

@@ -43,6 +43,8 @@ pub enum Action {
     RotateKeys,
     DestroyState,
     Decommission,
+    /// The server's own token-signing key (platform administrators only).
+    RotateSigningKey,
 }
 
 /// The permission table. Tenant roles get these on their own tenant only.

@@ -29,6 +29,7 @@ pub mod guest_host;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod signing;
 pub mod state;
 pub mod telemetry;
 
@@ -169,17 +170,8 @@ pub async fn build_state(
         config.pool.clone(),
     )?);
     let metrics = metrics::Metrics::new(config.max_tenant_labels, Arc::clone(&executor));
-    let seed = store
-        .signing_seed(|seed| {
-            palisade_egress::TokenSigner::from_seed(*seed)
-                .kid()
-                .to_owned()
-        })
-        .await?;
-    let gateway = palisade_egress::Gateway::new(
-        Arc::clone(&config.resolver),
-        Some(Arc::new(palisade_egress::TokenSigner::from_seed(seed))),
-    );
+    let signing_keys = signing::load(&store).await?;
+    let gateway = palisade_egress::Gateway::new(Arc::clone(&config.resolver), Some(signing_keys));
     let state = Arc::new(AppState::new(
         store,
         config.settings.clone(),

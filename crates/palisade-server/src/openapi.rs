@@ -36,6 +36,7 @@ use crate::routes::{audit, extensions, health, policies, state, tenants, tokens}
         state::keys,
         state::rotate_keys,
         state::destroy_namespace,
+        state::rotate_signing_key,
         extensions::list,
         extensions::read,
         extensions::publish,

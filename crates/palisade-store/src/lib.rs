@@ -121,6 +121,13 @@ fn migrator() -> sqlx::migrate::Migrator {
             sqlx::SqlStr::from_static(include_str!("../migrations/0002_tenant_state.sql")),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("signing key rotation"),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(include_str!("../migrations/0003_signing_key_rotation.sql")),
+            false,
+        ),
     ];
     sqlx::migrate::Migrator::with_migrations(migrations)
 }

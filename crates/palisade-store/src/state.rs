@@ -262,6 +262,83 @@ impl Store {
         Ok(seed)
     }
 
+    /// Replaces the token-signing key `retiring` (the one in force) with a new one, in one
+    /// audited transaction: the retiring seed is deleted (it never signs again) and its public
+    /// key, `retiring_jwk`, is kept for publishing until `published_until_ms`. Refuses with
+    /// `Conflict` when `retiring` is no longer the key in force (another rotation won).
+    pub async fn rotate_signing_key(
+        &self,
+        actor: &Actor,
+        retiring: &str,
+        retiring_jwk: &str,
+        published_until_ms: i64,
+        kid_of: impl Fn(&[u8; 32]) -> String,
+    ) -> Result<[u8; 32], StoreError> {
+        let keyring = self.keyring()?;
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(retiring)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted != 1 {
+            return Err(StoreError::Conflict(format!(
+                "signing key {retiring} is no longer the one in force; nothing was changed"
+            )));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO retired_signing_keys (kid, jwk, retired_ms, published_until_ms) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(retiring)
+        .bind(retiring_jwk)
+        .bind(now)
+        .bind(published_until_ms)
+        .execute(&mut *tx)
+        .await?;
+        let seed = keys::new_data_key().map_err(crypto)?;
+        let kid = kid_of(&seed);
+        let aad = keys::aad("palisade-signing-key-v1", &[kid.as_bytes()]);
+        let wrapped = keyring.provider.wrap(&seed, &aad).map_err(crypto)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, wrapped, kek_id, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&kid)
+        .bind(wrapped)
+        .bind(keyring.provider.id())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let change = Change::new("keys.rotate_signing", None, format!("signing-key:{kid}")).detail(
+            serde_json::json!({ "retired": retiring, "published_until_ms": published_until_ms }),
+        );
+        append(&mut tx, actor, change).await?;
+        tx.commit().await?;
+        Ok(seed)
+    }
+
+    /// The public keys (JWK JSON) of retired signing keys still to be published at `now_ms`,
+    /// each with the time it stops being published; the ones past their time are deleted.
+    pub async fn retired_signing_keys(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM retired_signing_keys WHERE published_until_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT jwk, published_until_ms FROM retired_signing_keys \
+             ORDER BY retired_ms DESC, kid",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
     fn keyring(&self) -> Result<&Keyring, StoreError> {
         self.keys.as_deref().ok_or_else(|| {
             StoreError::Crypto("tenant state is locked: no key-encryption key was given".into())

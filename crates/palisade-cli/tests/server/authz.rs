@@ -55,6 +55,7 @@ enum Endpoint {
     ReadKeys,
     RotateKeys,
     DestroyNamespace,
+    RotateSigningKey,
 }
 
 use Endpoint as E;
@@ -99,6 +100,7 @@ const MATRIX: &[(Endpoint, [u16; 5], bool)] = &[
     (E::ReadKeys, [200, 200, 200, 403, 403], true),
     (E::RotateKeys, [200, 403, 200, 403, 403], true),
     (E::DestroyNamespace, [200, 403, 200, 403, 403], true),
+    (E::RotateSigningKey, [200, 403, 403, 403, 403], false),
 ];
 
 const OWN: &str = "acme";
@@ -321,6 +323,7 @@ async fn request(
             format!("/v1/tenants/{tenant}/kv/echo"),
             None,
         ),
+        E::RotateSigningKey => call(Method::POST, "/v1/keys/signing:rotate".into(), None),
     }
 }
 
@@ -423,7 +426,7 @@ async fn every_endpoint_role_and_tenant_answers_exactly_as_specified() {
             }
         }
     }
-    assert_eq!(cells, 27 * 5 * 2 + 9 * 5, "every cell of the matrix ran");
+    assert_eq!(cells, 27 * 5 * 2 + 10 * 5, "every cell of the matrix ran");
     assert!(
         failures.is_empty(),
         "{} of {cells} cells differ:\n{}",

@@ -1,7 +1,7 @@
 //! The `palisade` CLI as a client of a running server: the whole flow from tenant to
 //! rollback, audit verification (which names the first bad entry after tampering), clear
 //! errors with their own exit statuses for an unreachable server, a bad token and a wrong
-//! tenant, and the quickstart.
+//! tenant, the quickstart, and the policy commands on the server's layers.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -357,5 +357,174 @@ fn token_verify_checks_a_gateway_token_against_the_published_keys() {
     forged[2] = "A".repeat(86);
     let forged = palisade(s, None, &["token", "verify", &forged.join(".")]);
     assert_eq!(forged.status.code(), Some(1), "{}", text(&forged));
+
+    // After a rotation the token signed by the retired key still verifies.
+    let admin = server.admin_token();
+    let rotated: serde_json::Value = serde_json::from_str(&ok(palisade(
+        s,
+        Some(&admin),
+        &["keys", "rotate-signing", "--json"],
+    )))
+    .unwrap();
+    assert_ne!(rotated["kid"], rotated["retired"]);
+    let still = ok(palisade(
+        s,
+        None,
+        &["token", "verify", &token, "--audience", "saas-api"],
+    ));
+    assert!(still.contains("\"tenant\""), "{still}");
     assert!(server.terminate().success());
+}
+
+#[test]
+fn policy_commands_work_on_the_servers_layers() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path(), &[]);
+    let admin = server.admin_token();
+    let s = Some(&server);
+    let a = Some(admin.as_str());
+    ok(palisade(s, a, &["tenant", "create", "acme"]));
+    let tenant_admin = ok(palisade(
+        s,
+        a,
+        &[
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--role",
+            "tenant-admin",
+            "--tenant",
+            "acme",
+        ],
+    ));
+
+    // A `cedar.file` next to the document: the server receives it inlined.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme.cedar"),
+        "@id(\"acme-config\")\npermit (principal, action == Action::\"config:read\", resource);\n",
+    )
+    .unwrap();
+    let file = dir.path().join("acme.toml");
+    let write = |fuel: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "format = 1\nlayer = \"tenant\"\ntenant = \"acme\"\n\n[limits]\nfuel = {fuel}\n\n\
+                 [cedar]\nfile = \"acme.cedar\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("50_000_000");
+    let file = file.to_str().unwrap();
+    let url = server.url.as_str();
+    let on_server = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = ["policy"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect();
+        all.extend(["--server".to_owned(), url.to_owned()]);
+        all
+    };
+    let run = |token: Option<&str>, args: &[&str]| {
+        let args = on_server(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        palisade(None, token, &args)
+    };
+
+    let diff = ok(run(a, &["diff", file]));
+    assert!(
+        diff.contains("tenant:acme against nothing (no version on"),
+        "{diff}"
+    );
+    assert!(diff.contains("+ policy acme-config"), "{diff}");
+    let applied = ok(run(a, &["apply", file, "--reason", "first"]));
+    assert!(
+        applied.contains("tenant:acme version 1 stored on the server"),
+        "{applied}"
+    );
+    let again = ok(run(a, &["apply", file, "--reason", "again"]));
+    assert!(
+        again.contains("unchanged: identical to version 1"),
+        "{again}"
+    );
+    assert!(ok(run(a, &["diff", file])).contains("no changes"));
+
+    write("10_000_000");
+    let diff = ok(run(a, &["diff", file]));
+    assert!(diff.contains("against tenant:acme version 1 on"), "{diff}");
+    assert!(
+        diff.contains("limits.fuel: 50000000 -> 10000000 (tightened)"),
+        "{diff}"
+    );
+    assert!(ok(run(a, &["apply", file, "--reason", "tighter"])).contains("version 2 stored"));
+    let reverted = ok(run(
+        a,
+        &[
+            "revert",
+            "tenant:acme",
+            "--to",
+            "1",
+            "--reason",
+            "too tight",
+        ],
+    ));
+    assert!(
+        reverted.contains("tenant:acme version 3 stored on the server"),
+        "{reverted}"
+    );
+    assert!(
+        reverted.contains("limits.fuel: 10000000 -> 50000000 (loosened)"),
+        "{reverted}"
+    );
+
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(run(a, &["history", "tenant:acme", "--json"]))).unwrap();
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 3, "{history}");
+    assert_eq!(versions[0]["reason"], "first");
+    assert_eq!(versions[2]["change"], "revert");
+    assert_eq!(versions[2]["restored"], 1);
+    assert!(ok(run(a, &["history", "baseline"])).contains("baseline: no stored versions"));
+
+    // Refused: a tenant administrator may not change its own policy, nor may nobody; an
+    // invalid document never reaches the server; the local store is not the server's.
+    let denied = run(
+        Some(tenant_admin.trim()),
+        &["apply", file, "--reason", "mine"],
+    );
+    assert_eq!(denied.status.code(), Some(77), "{}", text(&denied));
+    let anonymous = run(None, &["apply", file, "--reason", "anyone"]);
+    assert_eq!(anonymous.status.code(), Some(77), "{}", text(&anonymous));
+    std::fs::write(
+        dir.path().join("acme.cedar"),
+        "permit (principal, action, resource",
+    )
+    .unwrap();
+    let invalid = run(a, &["apply", file, "--reason", "broken"]);
+    assert_eq!(invalid.status.code(), Some(3), "{}", text(&invalid));
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(run(a, &["history", "tenant:acme", "--json"]))).unwrap();
+    assert_eq!(history["versions"].as_array().unwrap().len(), 3);
+    let store = dir.path().join("store");
+    let both = run(
+        a,
+        &["history", "tenant:acme", "--store", store.to_str().unwrap()],
+    );
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both));
+    let local = palisade(
+        None,
+        None,
+        &[
+            "policy",
+            "history",
+            "tenant:acme",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+    assert!(ok(local).contains("tenant:acme: no stored versions"));
 }

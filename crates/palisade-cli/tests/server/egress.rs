@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use palisade_client::PolicyLayer;
 use serde_json::{Value, json};
 
 use crate::{InProcess, fixture, publish_body};
@@ -543,6 +544,74 @@ async fn short_lived_tokens_verify_against_the_published_keys() {
     assert!(claims.exp - claims.iat == 30, "{claims:?}");
     assert!(palisade_egress::tokens::verify(&token, &keys, Some("other-api"), now).is_err());
     assert!(palisade_egress::tokens::verify(&token, &keys, None, now + 31).is_err());
+
+    // Rotation: new tokens are signed by a new key at once; the JWKS carries both, so the
+    // token minted before still verifies; a restart loads the same keys.
+    let old_kid = keys.keys[0].kid.clone();
+    let rotation = world
+        .admin(Method::POST, "/v1/keys/signing:rotate", None)
+        .await;
+    assert_eq!(rotation["retired"], old_kid.as_str());
+    let new_kid = rotation["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert!(rotation["retired_published_until_s"].as_i64().unwrap() >= now + 3600);
+    probe(
+        &world,
+        json!([{ "url": format!("http://upstream.test:{}/echo", upstream.port) }]),
+    )
+    .await;
+    let seen = upstream.last_headers.lock().unwrap().clone();
+    let newer = seen["x-saas-token"]
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    let jwks = world
+        .call(None, Method::GET, "/.well-known/jwks.json", None)
+        .await;
+    let keys: palisade_egress::Jwks = serde_json::from_value(jwks.json.clone()).unwrap();
+    let kids: Vec<&str> = keys.keys.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, [new_kid.as_str(), old_kid.as_str()]);
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            newer.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str());
+    let now = palisade_policy::now_unix();
+    for minted in [&token, &newer] {
+        palisade_egress::tokens::verify(minted, &keys, Some("saas-api"), now).unwrap();
+    }
+    let only_new = palisade_egress::Jwks {
+        keys: vec![keys.keys[0].clone()],
+    };
+    assert!(palisade_egress::tokens::verify(&token, &only_new, None, now).is_err());
+    let reloaded = palisade_server::signing::load(&world.state.store)
+        .await
+        .unwrap();
+    assert_eq!(reloaded.current.kid(), new_kid);
+    assert_eq!(reloaded.jwks(palisade_store::now_ms()), keys);
+    // The retired key's seed is gone: it cannot be retired (or used) again.
+    let again = world
+        .state
+        .store
+        .rotate_signing_key(
+            &palisade_store::Actor {
+                principal: "test".into(),
+                request_id: "r".into(),
+            },
+            &old_kid,
+            "{}",
+            0,
+            |_| "unused".into(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(palisade_store::StoreError::Conflict(_))),
+        "{again:?}"
+    );
     world.shutdown().await;
 }
 
@@ -566,7 +635,11 @@ fn proxy_environment_variables_are_not_honoured() {
         let admin = server.client(&server.admin_token());
         admin.create_tenant("acme").await.unwrap();
         admin
-            .apply_baseline(&palisade_testkit::loopback_baseline(), "loopback for tests")
+            .apply_policy(
+                PolicyLayer::Baseline,
+                &palisade_testkit::loopback_baseline(),
+                "loopback for tests",
+            )
             .await
             .unwrap();
         let tenant = tenant_policy(upstream.port, "", "")["document"]
@@ -574,7 +647,7 @@ fn proxy_environment_variables_are_not_honoured() {
             .unwrap()
             .replace("upstream.test", "127.0.0.1");
         admin
-            .apply_tenant_policy("acme", &tenant, "t")
+            .apply_policy(PolicyLayer::Tenant("acme"), &tenant, "t")
             .await
             .unwrap();
         let (manifest, wasm) = fixture("fixtures/http-probe", "1.0.0");

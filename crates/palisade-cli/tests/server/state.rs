@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
+use palisade_client::PolicyLayer;
 use serde_json::{Value, json};
 
 use crate::{InProcess, ServerProcess, fixture, publish_body};
@@ -809,7 +810,7 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
             .unwrap()
             .to_owned();
         admin
-            .apply_tenant_policy("acme", &document, "kv")
+            .apply_policy(PolicyLayer::Tenant("acme"), &document, "kv")
             .await
             .unwrap();
         let (manifest, wasm) = fixture("fixtures/kv-probe", "1.0.0");

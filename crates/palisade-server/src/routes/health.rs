@@ -80,11 +80,5 @@ pub async fn openapi() -> Response {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "health",
     responses((status = 200, body = palisade_api::Jwks)))]
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Json<palisade_api::Jwks> {
-    Json(palisade_api::Jwks {
-        keys: state
-            .gateway
-            .signer()
-            .map(|signer| vec![signer.jwk()])
-            .unwrap_or_default(),
-    })
+    Json(state.gateway.jwks(palisade_store::now_ms()))
 }

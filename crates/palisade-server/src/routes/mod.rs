@@ -79,6 +79,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tenants/{tenant}/keys"),
     ("POST", "/v1/tenants/{tenant}/keys:rotate"),
     ("DELETE", "/v1/tenants/{tenant}/kv/{namespace}"),
+    ("POST", "/v1/keys/signing:rotate"),
     ("GET", "/v1/audit"),
     ("GET", "/v1/audit/verify"),
 ];
@@ -151,6 +152,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/tenants/{tenant}/kv/{namespace}",
             axum::routing::delete(state::destroy_namespace),
         )
+        .route("/v1/keys/signing:rotate", post(state::rotate_signing_key))
         .route("/v1/audit", get(audit::page))
         .route("/v1/audit/verify", get(audit::verify))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,6 +1,7 @@
 //! Tenant state through the API: write-only secrets, data-key status and rotation (with the
-//! re-encryption running in the background), destroying a key-value namespace, and
-//! decommissioning a tenant (crypto-shredding everything it stored).
+//! re-encryption running in the background), destroying a key-value namespace,
+//! decommissioning a tenant (crypto-shredding everything it stored), and rotating the
+//! server's token-signing key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use base64::Engine as _;
-use palisade_api::{Destroyed, KeysStatus, SecretInfo, SetSecret, Tenant};
+use palisade_api::{Destroyed, KeysStatus, SecretInfo, SetSecret, SigningKeyRotation, Tenant};
 
 use super::{ApiJson, ApiPath};
 use crate::auth::{Action, Caller};
@@ -125,6 +126,32 @@ pub async fn rotate_keys(
         versions,
         stale_values,
     }))
+}
+
+/// `POST /v1/keys/signing:rotate`: a new key signs the gateway's short-lived tokens from now
+/// on; the retired key's private part is destroyed and its public key stays in the JWKS
+/// until every token it signed has expired.
+#[utoipa::path(post, path = "/v1/keys/signing:rotate", tag = "state",
+    responses((status = 200, body = SigningKeyRotation), (status = 409, body = palisade_api::ErrorBody,
+        description = "another rotation happened at the same time")))]
+pub async fn rotate_signing_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<SigningKeyRotation>> {
+    caller.authorize(Action::RotateSigningKey)?;
+    let current = state
+        .gateway
+        .signer()
+        .ok_or_else(|| ApiError::internal("this server has no token-signing key"))?;
+    let (keys, until_ms) = crate::signing::rotate(&state.store, &caller.actor(), &current).await?;
+    let rotation = SigningKeyRotation {
+        kid: keys.current.kid().to_owned(),
+        retired: current.kid().to_owned(),
+        retired_published_until_s: until_ms / 1000,
+    };
+    state.gateway.set_signing_keys(keys);
+    tracing::info!(kid = %rotation.kid, retired = %rotation.retired, "token-signing key rotated");
+    Ok(Json(rotation))
 }
 
 /// Re-seals the tenant's values under its newest keys, a batch per transaction, so

@@ -1,9 +1,18 @@
 //! Where `run` and `test` execute extensions: in a jailed per-tenant worker process by
-//! default, or in this process with `--no-jail` (debugging only, and said loudly).
+//! default, or in this process with `--no-jail` (debugging only, and said loudly). Host
+//! calls are answered here: key-value state from an in-memory store, outbound HTTP by a
+//! local egress gateway with `--egress`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use palisade_egress::{Cidr, Gateway, Invocation, InvocationSpec, SystemResolver};
+use palisade_model::egress::{
+    Destination, EgressError, EgressErrorKind, HttpRequest, HttpResponse,
+};
+use palisade_model::kv::{KvError, KvOp, KvReply};
 use palisade_model::{ErrorKind, InvocationError, Limits, Outcome};
+use palisade_policy::{EffectiveLimits, LimitKey, PolicyEngine, TenantId};
 use palisade_runtime::{Extension, HostCalls, MemoryKv, Request, Runtime};
 use palisade_worker::protocol::WireRequest;
 use palisade_worker::{ExtensionSource, JailLauncher, Supervisor, SupervisorConfig, WorkerCommand};
@@ -24,6 +33,111 @@ pub enum Executor {
 pub struct Prepared {
     target: Target,
     kv: Arc<MemoryKv>,
+    egress: Option<PreparedEgress>,
+    /// Numbers this command's invocations (`inv-local-N`).
+    invocations: AtomicU64,
+}
+
+/// `--egress`: the production gateway's code with a local stand-in for what a server knows.
+/// The manifest's destinations and the address checks apply exactly as on a server, with the
+/// shipped baseline's quotas. There are no Cedar layers (every destination the manifest
+/// requests is permitted; `palisade policy explain` answers for the layers), no secrets, so
+/// no credentials or tokens are injected.
+#[derive(Debug, Clone)]
+pub struct LocalEgress {
+    gateway: Arc<Gateway>,
+    allow_private: Vec<Cidr>,
+    limits: EffectiveLimits,
+}
+
+impl LocalEgress {
+    pub fn new(allow_private: Vec<Cidr>) -> Result<Self, InvocationError> {
+        let limits = PolicyEngine::shipped()
+            .map_err(internal)?
+            .tenant_limits(&TenantId::new(LOCAL_TENANT).map_err(internal)?);
+        Ok(Self {
+            gateway: Arc::new(Gateway::new(Arc::new(SystemResolver), None)),
+            allow_private,
+            limits,
+        })
+    }
+}
+
+struct PreparedEgress {
+    local: LocalEgress,
+    extension: String,
+    version: String,
+    patterns: Vec<palisade_model::egress::UrlPattern>,
+}
+
+impl PreparedEgress {
+    fn invocation(&self, limits: &Limits, number: u64) -> Invocation {
+        let get = |key| self.local.limits.get(key);
+        Invocation::new(InvocationSpec {
+            tenant: LOCAL_TENANT.into(),
+            extension: self.extension.clone(),
+            version: self.version.clone(),
+            invocation_id: format!("inv-local-{number}"),
+            patterns: self.patterns.clone(),
+            policy: Arc::new(ManifestOnly),
+            secrets: Arc::new(NoSecrets),
+            credentials: Vec::new(),
+            tokens: Vec::new(),
+            tls: Vec::new(),
+            allow_private: self.local.allow_private.clone(),
+            max_requests: get(LimitKey::EgressRequests),
+            max_bytes: get(LimitKey::EgressBytes),
+            deadline: tokio::time::Instant::now() + limits.wall_time,
+            request_timeout: std::time::Duration::from_micros(get(LimitKey::EgressTimeout)),
+            bandwidth: get(LimitKey::Bandwidth),
+            connections: get(LimitKey::EgressConnections),
+        })
+    }
+}
+
+/// Local runs have no Cedar layers: the manifest's destinations (checked by the gateway
+/// before this) are the whole policy.
+struct ManifestOnly;
+
+impl palisade_egress::EgressPolicy for ManifestOnly {
+    fn authorize(&self, _: &Destination, _: std::net::IpAddr, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct NoSecrets;
+
+#[async_trait::async_trait]
+impl palisade_egress::SecretSource for NoSecrets {
+    async fn secret(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+}
+
+/// One local invocation's host calls.
+struct LocalHost {
+    kv: Arc<MemoryKv>,
+    egress: Option<(Arc<Gateway>, Invocation)>,
+}
+
+#[async_trait::async_trait]
+impl HostCalls for LocalHost {
+    async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
+        self.kv.kv(op).await
+    }
+
+    async fn http(&self, request: HttpRequest) -> Result<HttpResponse, EgressError> {
+        match &self.egress {
+            Some((gateway, invocation)) => gateway.send(invocation, request).await,
+            None => Err(EgressError::new(
+                EgressErrorKind::Unavailable,
+                format!(
+                    "outbound HTTP from a local run needs --egress (a local egress gateway) ({} {})",
+                    request.method, request.url
+                ),
+            )),
+        }
+    }
 }
 
 enum Target {
@@ -62,7 +176,7 @@ impl Executor {
         )))
     }
 
-    pub fn prepare(&self, local: &LocalExtension) -> Prepared {
+    pub fn prepare(&self, local: &LocalExtension, egress: Option<&LocalEgress>) -> Prepared {
         let target = match self {
             Self::InProcess(runtime) => {
                 Target::InProcess(runtime.load(&local.manifest, &local.wasm))
@@ -77,15 +191,32 @@ impl Executor {
             local.manifest.capabilities.kv_namespaces(name),
             LOCAL_KV_OPS,
         );
+        let egress = egress.map(|gateway| PreparedEgress {
+            local: gateway.clone(),
+            extension: name.to_string(),
+            version: local.manifest.extension.version.to_string(),
+            patterns: local.manifest.capabilities.http_patterns(),
+        });
         Prepared {
             target,
             kv: Arc::new(kv),
+            egress,
+            invocations: AtomicU64::new(1),
         }
     }
 
     pub async fn invoke(&self, prepared: &Prepared, request: Request, limits: &Limits) -> Outcome {
         prepared.kv.reset_budget(LOCAL_KV_OPS);
-        let host: Arc<dyn HostCalls> = Arc::clone(&prepared.kv) as Arc<dyn HostCalls>;
+        let number = prepared.invocations.fetch_add(1, Ordering::Relaxed);
+        let host: Arc<dyn HostCalls> = Arc::new(LocalHost {
+            kv: Arc::clone(&prepared.kv),
+            egress: prepared.egress.as_ref().map(|egress| {
+                (
+                    Arc::clone(&egress.local.gateway),
+                    egress.invocation(limits, number),
+                )
+            }),
+        });
         match (self, &prepared.target) {
             (Self::InProcess(runtime), Target::InProcess(Ok(extension))) => {
                 runtime.invoke_with(extension, request, limits, host).await

@@ -89,9 +89,33 @@ struct EngineArgs {
     /// missing layers. Without it, a missing layer refuses to run (strict mode).
     #[arg(long, conflicts_with = "no_jail")]
     allow_degraded: bool,
+    /// Send the extension's outbound HTTP through a local egress gateway: the manifest's
+    /// `[capabilities] http` destinations, public addresses only, the shipped baseline's
+    /// egress quotas. Without it, outbound requests fail with `egress_unavailable`.
+    #[arg(long)]
+    egress: bool,
+    /// With --egress: let the gateway reach this private range too (for example
+    /// 127.0.0.1/32 for a mock server on this machine). Repeatable.
+    #[arg(long, value_name = "CIDR", requires = "egress", value_parser = parse_cidr)]
+    egress_allow_private: Vec<palisade_egress::Cidr>,
+}
+
+fn parse_cidr(text: &str) -> Result<palisade_egress::Cidr, String> {
+    palisade_egress::Cidr::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a CIDR block such as 127.0.0.1/32"))
 }
 
 impl EngineArgs {
+    /// The local egress gateway, with `--egress`.
+    fn local_egress(
+        &self,
+    ) -> Result<Option<executor::LocalEgress>, palisade_model::InvocationError> {
+        if !self.egress {
+            return Ok(None);
+        }
+        executor::LocalEgress::new(self.egress_allow_private.clone()).map(Some)
+    }
+
     fn runtime(&self) -> Result<palisade_runtime::Runtime, palisade_runtime::RuntimeError> {
         palisade_runtime::Runtime::new(palisade_runtime::RuntimeConfig {
             pooling: !self.no_pooling,

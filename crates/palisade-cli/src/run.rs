@@ -64,7 +64,11 @@ async fn invoke(args: &RunArgs) -> (Outcome, Option<serde_json::Value>) {
         Ok(executor) => executor,
         Err(error) => return (Outcome::rejected(error), None),
     };
-    let prepared = executor.prepare(&local);
+    let egress = match args.engine.local_egress() {
+        Ok(egress) => egress,
+        Err(error) => return (Outcome::rejected(error), None),
+    };
+    let prepared = executor.prepare(&local, egress.as_ref());
     let description = serde_json::json!({
         "name": local.manifest.extension.name.as_str(),
         "version": local.manifest.extension.version.to_string(),

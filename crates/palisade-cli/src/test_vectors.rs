@@ -40,7 +40,11 @@ pub async fn test(args: TestArgs) -> anyhow::Result<u8> {
         Ok(executor) => executor,
         Err(error) => return report_load_failure(&args, &error),
     };
-    let prepared = executor.prepare(&local);
+    let egress = match args.engine.local_egress() {
+        Ok(egress) => egress,
+        Err(error) => return report_load_failure(&args, &error),
+    };
+    let prepared = executor.prepare(&local, egress.as_ref());
     let limits = manifest_limits(&local, args.policy);
     let mut results = Vec::with_capacity(local.manifest.tests.len());
     for vector in local.manifest.tests.iter().map(|t| t.get_ref()) {

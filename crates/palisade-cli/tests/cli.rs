@@ -300,3 +300,97 @@ fn doctor_lists_every_layer() {
     let ready = json["strict_mode_ready"].as_bool().unwrap();
     assert_eq!(output.status.code(), Some(if ready { 0 } else { 1 }));
 }
+
+/// A one-line HTTP server on loopback: every request gets `200 hello`.
+fn hello_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut head);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn egress_sends_a_local_runs_requests_through_the_gateways_checks() {
+    palisade_testkit::build_guests();
+    let port = hello_server();
+    let probe = guest_dir("fixtures/http-probe");
+    let shipped = std::fs::read_to_string(probe.join("palisade.toml")).unwrap();
+    let component = probe.join(
+        palisade_model::Manifest::parse(&shipped)
+            .unwrap()
+            .component
+            .path,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("palisade.toml"),
+        format!(
+            "[extension]\nname = \"http-probe\"\nversion = \"1.0.0\"\napi = \"palisade:extension@1.2.0\"\n\
+             [component]\npath = {component:?}\n[capabilities]\nhttp = [\"http://127.0.0.1:*/*\"]\n\
+             [limits]\nwall_time = \"10s\"\n"
+        ),
+    )
+    .unwrap();
+    let input = serde_json::json!({ "requests": [
+        { "url": format!("http://127.0.0.1:{port}/ok") },
+        { "url": format!("http://127.0.0.2:{port}/ok") },
+    ] })
+    .to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", path(dir.path()), "--input", "-", "--json"];
+        args.extend_from_slice(extra);
+        let output = palisade(&args, Some(input.as_bytes()));
+        assert_eq!(output.status.code(), Some(0), "{}", json(&output));
+        let results: serde_json::Value =
+            serde_json::from_str(json(&output)["output"].as_str().unwrap()).unwrap();
+        results
+    };
+
+    // Allowed: the manifest's destination, at an address the run lets through.
+    let results = run(&["--egress", "--egress-allow-private", "127.0.0.1/32"]);
+    assert_eq!(results[0]["status"], 200, "{results}");
+    assert_eq!(results[0]["body"], "hello");
+    // Another host is not in the manifest, whatever its address.
+    assert_eq!(results[1]["error"]["kind"], "egress_denied", "{results}");
+    // Without the private range, loopback is refused like on a server.
+    let results = run(&["--egress"]);
+    assert_eq!(results[0]["error"]["kind"], "egress_denied", "{results}");
+    assert!(
+        results[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{results}"
+    );
+    // Without --egress there is no gateway at all.
+    let results = run(&[]);
+    assert!(
+        results[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs --egress"),
+        "{results}"
+    );
+    let alone = palisade(
+        &[
+            "run",
+            path(dir.path()),
+            "--egress-allow-private",
+            "127.0.0.1/32",
+        ],
+        None,
+    );
+    assert_eq!(
+        alone.status.code(),
+        Some(2),
+        "--egress-allow-private needs --egress"
+    );
+}

@@ -613,30 +613,6 @@ pub struct AuditPage {
     pub next_after: Option<u64>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for role in Role::ALL {
-            assert_eq!(Role::parse(role.as_str()), Some(role));
-            let json = serde_json::to_value(role).unwrap_or_default();
-            assert_eq!(json, role.as_str());
-        }
-        assert_eq!(Role::parse("root"), None);
-        for state in [TenantState::Active, TenantState::Suspended] {
-            assert_eq!(TenantState::parse(state.as_str()), Some(state));
-        }
-    }
-
-    #[test]
-    fn request_bodies_refuse_unknown_fields() {
-        let error = serde_json::from_str::<CreateTenant>(r#"{"id":"acme","plan":"gold"}"#).err();
-        assert!(error.is_some_and(|e| e.to_string().contains("unknown field `plan`")));
-    }
-}
-
 /// One public key as a JSON Web Key (RFC 8037: `OKP`, `Ed25519`), as the server publishes the
 /// keys that sign the egress gateway's short-lived tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -674,4 +650,28 @@ pub struct SigningKeyRotation {
     pub retired: String,
     /// Unix seconds when the retired key leaves the JWKS.
     pub retired_published_until_s: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            let json = serde_json::to_value(role).unwrap_or_default();
+            assert_eq!(json, role.as_str());
+        }
+        assert_eq!(Role::parse("root"), None);
+        for state in [TenantState::Active, TenantState::Suspended] {
+            assert_eq!(TenantState::parse(state.as_str()), Some(state));
+        }
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let error = serde_json::from_str::<CreateTenant>(r#"{"id":"acme","plan":"gold"}"#).err();
+        assert!(error.is_some_and(|e| e.to_string().contains("unknown field `plan`")));
+    }
 }

@@ -39,10 +39,10 @@ pub struct Prepared {
 }
 
 /// `--egress`: the production gateway's code with a local stand-in for what a server knows.
-/// The manifest's destinations and the address checks apply exactly as on a server, with the
-/// shipped baseline's quotas. There are no Cedar layers (every destination the manifest
-/// requests is permitted; `palisade policy explain` answers for the layers), no secrets, so
-/// no credentials or tokens are injected.
+/// The manifest's destinations and the address checks are the gateway's own. The quotas are
+/// the shipped baseline's (`--policy` sets the invocation's limits, not these). There are no
+/// Cedar layers (every destination the manifest requests is permitted; `palisade policy
+/// explain` answers for the layers) and no secrets, so no credentials or tokens are injected.
 #[derive(Debug, Clone)]
 pub struct LocalEgress {
     gateway: Arc<Gateway>,

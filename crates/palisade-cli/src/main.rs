@@ -58,7 +58,8 @@ enum Command {
     Audit(remote::AuditArgs),
     /// Set, list and delete a tenant's secrets (write-only).
     Secret(remote::SecretArgs),
-    /// Show and rotate a tenant's data keys; destroy a key-value namespace.
+    /// Show and rotate a tenant's data keys; destroy a key-value namespace; rotate the server's
+    /// token-signing key.
     Keys(remote::KeysArgs),
     /// The worker process (started by the supervisor, never by hand).
     #[command(name = "__worker", hide = true)]

@@ -63,14 +63,15 @@ struct StoreArgs {
 /// local policy experiment into a production change.
 #[derive(Debug, Clone, clap::Args)]
 struct ServerArgs {
-    /// Work on this Palisade server's policy layers instead of the local store directory.
-    #[arg(long, conflicts_with = "dir")]
+    /// Work on this Palisade server's policy layers instead of the local store directory
+    /// (`--store` and PALISADE_POLICY_STORE are then not used).
+    #[arg(long)]
     server: Option<String>,
     /// An API token for --server (prefer PALISADE_TOKEN or --token-file).
     #[arg(long, env = "PALISADE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// A file holding the token for --server.
-    #[arg(long, conflicts_with = "token")]
+    #[arg(long, conflicts_with = "token", requires = "server")]
     token_file: Option<PathBuf>,
 }
 
@@ -730,13 +731,26 @@ async fn diff_remote(args: &DiffArgs, client: Client) -> Result<u8, ClientError>
         Err(error) => return Ok(invalid(&error, args.json)),
     };
     let server = args.server.server.as_deref().unwrap_or_default();
+    // A tenant that does not exist answers `not_found` like one without a policy: ask first,
+    // so a misspelt tenant is an error and not a diff against nothing.
+    if let Scope::Tenant(tenant) = layer.scope() {
+        client.tenant(tenant.as_str()).await?;
+    }
     let (old, against) = match client.policy(layer_of(layer.scope())).await {
         Ok(head) => match PolicyDocument::parse(&head.document, None).and_then(|d| d.compile()) {
             Ok(old) => (
                 Some(old),
                 format!("{} version {} on {server}", layer.scope(), head.version),
             ),
-            Err(error) => return Ok(invalid(&error, args.json)),
+            Err(error) => {
+                eprintln!(
+                    "error: {} version {} on {server} does not read here ({error}); is this \
+                     palisade older than the server?",
+                    layer.scope(),
+                    head.version
+                );
+                return Ok(exit::INTERNAL);
+            }
         },
         Err(error) if error.kind() == Some("not_found") => {
             (None, format!("nothing (no version on {server})"))

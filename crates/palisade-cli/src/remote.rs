@@ -126,11 +126,14 @@ impl ConnectArgs {
             Some(path) if path.exists() => read_config(&path)?,
             _ => ConfigFile::default(),
         };
-        let server = self
+        // The config file's token belongs to the config file's server: never send it to
+        // another one named on the command line.
+        let file_server = file
             .server
             .clone()
-            .or(file.server)
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let server = self.server.clone().unwrap_or_else(|| file_server.clone());
+        let file_token = file.token.filter(|_| server == file_server);
         let token = match (&self.token, &self.token_file) {
             (Some(token), _) => Some(token.clone()),
             (None, Some(path)) => Some(
@@ -139,7 +142,7 @@ impl ConnectArgs {
                     .trim()
                     .to_owned(),
             ),
-            (None, None) => file.token,
+            (None, None) => file_token,
         };
         let token = token.ok_or_else(|| Failure {
             code: exit::DENIED,

@@ -236,6 +236,10 @@ impl Client {
         self.get("/v1/tenants").await
     }
 
+    pub async fn tenant(&self, tenant: &str) -> Result<Tenant, ClientError> {
+        self.get(&format!("/v1/tenants/{tenant}")).await
+    }
+
     pub async fn suspend_tenant(&self, tenant: &str) -> Result<Tenant, ClientError> {
         self.post(
             &format!("/v1/tenants/{tenant}:suspend"),

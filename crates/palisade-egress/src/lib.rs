@@ -299,6 +299,14 @@ impl Gateway {
             .map(|keys| Arc::clone(&keys.current))
     }
 
+    /// The key set in force (none without a signer).
+    pub fn signing_keys(&self) -> Option<SigningKeys> {
+        self.signing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The public keys to publish at `now_ms` (empty without a signer).
     pub fn jwks(&self, now_ms: i64) -> Jwks {
         self.signing

@@ -37,7 +37,7 @@ pub struct PolicyDiff {
 }
 
 /// One `[egress]` rule added or removed. Rules have no ids, so a changed rule is the old one
-/// removed and the new one added.
+/// removed and the new one added; a section whose rules only moved is `changed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EgressRuleDiff {
     /// The `[egress]` key: `allow_private`, `credentials`, `tokens`, `ca` or `client_certs`.
@@ -157,6 +157,7 @@ fn section_changes<T: PartialEq + Serialize + fmt::Debug>(
 ) {
     let removed = before.iter().filter(|rule| !after.contains(rule));
     let added = after.iter().filter(|rule| !before.contains(rule));
+    let count = changes.len();
     for (change, rule) in removed
         .map(|rule| (Change::Removed, rule))
         .chain(added.map(|rule| (Change::Added, rule)))
@@ -165,6 +166,15 @@ fn section_changes<T: PartialEq + Serialize + fmt::Debug>(
             section,
             change,
             rule: inline_toml(rule),
+        });
+    }
+    // The same rules in another order, or a duplicate dropped: still a change (the first
+    // matching rule wins when two set the same header).
+    if changes.len() == count && before != after {
+        changes.push(EgressRuleDiff {
+            section,
+            change: Change::Changed,
+            rule: "(the same rules, in another order or without a duplicate)".into(),
         });
     }
 }
@@ -241,10 +251,10 @@ impl fmt::Display for LayerDiff {
             }
         }
         for rule in &self.egress {
-            let sign = if rule.change == Change::Removed {
-                '-'
-            } else {
-                '+'
+            let sign = match rule.change {
+                Change::Added => '+',
+                Change::Removed => '-',
+                Change::Changed => '~',
             };
             writeln!(f, "{sign} egress.{} {}", rule.section, rule.rule)?;
         }

@@ -236,6 +236,17 @@ impl EgressRules {
                     "credential format `{format}` must contain `{{secret}}` once"
                 ));
             }
+            // A header value: a newline would start another header.
+            if rule
+                .format
+                .as_deref()
+                .is_some_and(|f| f.chars().any(char::is_control))
+            {
+                return Err(format!(
+                    "credential format for {} must not contain control characters",
+                    rule.host
+                ));
+            }
         }
         for rule in &self.tokens {
             if let Some(ttl) = rule.ttl

@@ -241,6 +241,66 @@ fn every_kind_of_malformed_policy_is_a_typed_error_with_its_place() {
 }
 
 #[test]
+fn every_malformed_egress_rule_is_refused_before_it_is_applied() {
+    let credential = |extra: &str| {
+        format!(
+            "{GOOD_HEAD}\n[[egress.credentials]]\nhost = \"api.example.com\"\nheader = \"authorization\"\n\
+             secret = \"key\"\n{extra}"
+        )
+    };
+    let cases = [
+        (
+            format!("{GOOD_HEAD}\n[egress]\nallow_private = [\"10.0.0.0/8\"]\n"),
+            "belongs in the baseline",
+        ),
+        (
+            credential("format = \"Bearer\"\n"),
+            "must contain `{secret}` once",
+        ),
+        (
+            credential("format = \"Bearer {secret}\\r\\nx-forged: 1\"\n"),
+            "must not contain control characters",
+        ),
+        (
+            credential("").replace("\"authorization\"", "\"Transfer-Encoding\""),
+            "is not a header the gateway may set",
+        ),
+        (
+            credential("").replace("\"api.example.com\"", "\"api.*.com\""),
+            "is not a lowercase host name",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n[[egress.tokens]]\nhost = \"api.saas.example\"\nheader = \"x-token\"\n\
+                 audience = \"saas\"\nttl = \"61m\"\n"
+            ),
+            "outside 1s to 1h",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = error_for(&text).to_string();
+        assert!(
+            error.contains(expected),
+            "{expected:?} not in {error}\n{text}"
+        );
+    }
+    let shipped = PolicyDocument::shipped_baseline().unwrap().to_toml();
+    for (extra, expected) in [
+        (
+            "[egress]\nallow_private = [\"10.0.0.0/33\"]\n",
+            "is not a CIDR",
+        ),
+        (
+            "[[egress.ca]]\nhost = \"api.example.com\"\nsecret = \"ca\"\n",
+            "belong to a tenant policy",
+        ),
+    ] {
+        let error = error_for(&format!("{shipped}\n{extra}")).to_string();
+        assert!(error.contains(expected), "{expected:?} not in {error}");
+    }
+}
+
+#[test]
 fn cedar_files_are_read_next_to_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -760,6 +820,24 @@ fn diffs_name_each_egress_rule_added_and_removed() {
             "+ egress.ca { host = \"api.payments.example\", secret = \"payments-ca\" }\n"
         ),
         "{first}"
+    );
+
+    // Reordered rules are a change too.
+    let swapped = layer(&format!("{ACME}{ca}{}", credential("payments-key")));
+    let both = layer(&format!(
+        "{ACME}{ca}{}{}",
+        credential("a-key"),
+        credential("b-key")
+    ));
+    let reordered = layer(&format!(
+        "{ACME}{ca}{}{}",
+        credential("b-key"),
+        credential("a-key")
+    ));
+    assert!(LayerDiff::between(Some(&old), &swapped).is_empty());
+    assert_eq!(
+        LayerDiff::between(Some(&both), &reordered).to_string(),
+        "~ egress.credentials (the same rules, in another order or without a duplicate)\n"
     );
 
     // A bare value: a CIDR the baseline lets the gateway reach.

@@ -25,22 +25,52 @@ async fn with_retired(store: &Store, current: TokenSigner) -> Result<SigningKeys
     Ok(keys)
 }
 
-/// Replaces `current` with a new key; returns the new key set and when `current` leaves the
-/// JWKS (Unix milliseconds).
+/// Most retired keys published at once. Each stays in the JWKS for an hour after its
+/// rotation, so without a cap repeated rotations would grow the key set without bound.
+pub const MAX_PUBLISHED_RETIRED: usize = 8;
+
+/// Replaces the key in force in `keys` with a new one; returns the new key set and when the
+/// replaced key leaves the JWKS (Unix milliseconds).
 pub async fn rotate(
     store: &Store,
     actor: &Actor,
-    current: &TokenSigner,
+    keys: &SigningKeys,
 ) -> Result<(SigningKeys, i64), StoreError> {
+    let now = now_ms();
+    let mut retired: Vec<(Jwk, i64)> = keys
+        .retired
+        .iter()
+        .filter(|(_, until_ms)| *until_ms > now)
+        .cloned()
+        .collect();
+    if retired.len() >= MAX_PUBLISHED_RETIRED {
+        let next_s = retired
+            .iter()
+            .map(|(_, until)| until / 1000)
+            .min()
+            .unwrap_or(0);
+        return Err(StoreError::Conflict(format!(
+            "{} retired signing keys are still published (at most {MAX_PUBLISHED_RETIRED}); \
+             the oldest leaves the JWKS at Unix time {next_s}, rotate again after that",
+            retired.len()
+        )));
+    }
     let max_ttl_ms =
         i64::try_from(palisade_model::egress::MAX_TOKEN_TTL.as_millis()).unwrap_or(i64::MAX);
     // A minute more than the longest lifetime, for clocks that disagree a little.
-    let published_until_ms = now_ms().saturating_add(max_ttl_ms).saturating_add(60_000);
-    let jwk = serde_json::to_string(&current.jwk())
+    let published_until_ms = now.saturating_add(max_ttl_ms).saturating_add(60_000);
+    let retiring = keys.current.jwk();
+    let jwk = serde_json::to_string(&retiring)
         .map_err(|e| StoreError::Invalid(format!("the retiring key: {e}")))?;
     let seed = store
-        .rotate_signing_key(actor, current.kid(), &jwk, published_until_ms, kid_of)
+        .rotate_signing_key(actor, keys.current.kid(), &jwk, published_until_ms, kid_of)
         .await?;
-    let keys = with_retired(store, TokenSigner::from_seed(seed)).await?;
+    // Committed: nothing below may fail, or the gateway would go on signing with a key
+    // whose seed is gone (and every later rotation would find it not in force).
+    retired.insert(0, (retiring, published_until_ms));
+    let keys = SigningKeys {
+        current: std::sync::Arc::new(TokenSigner::from_seed(seed)),
+        retired,
+    };
     Ok((keys, published_until_ms))
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Largest frame either side accepts: a 64 MiB component plus its manifest, with headroom.
 pub const MAX_FRAME_BYTES: u32 = 80 << 20;
@@ -64,6 +64,23 @@ pub enum FromWorker {
         call: u64,
         op: HostOp,
     },
+    /// A line of the worker's own log (the guest's lines come back in the outcome). With an
+    /// `invocation`, the supervisor logs it under that invocation's span, so it carries the
+    /// request and invocation ids; every line is capped, cleaned and rate-limited there.
+    Log {
+        invocation: Option<u64>,
+        level: WorkerLogLevel,
+        message: String,
+    },
+}
+
+/// How much a worker's log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerLogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
 }
 
 /// A host call a guest makes through its worker.

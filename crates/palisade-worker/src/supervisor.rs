@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use crate::launch::{LaunchError, Launcher, WorkerProcess};
 use crate::protocol::{
-    FrameError, FromWorker, HostOp, HostReply, ToWorker, WireRequest, encode, read_frame,
+    FrameError, FromWorker, HostOp, HostReply, ToWorker, WireRequest, WorkerLogLevel, encode,
+    read_frame,
 };
 
 /// Pool sizes and timeouts.
@@ -118,6 +119,7 @@ struct Worker {
     death_reason: Mutex<Option<String>>,
     process: Mutex<Option<Box<dyn WorkerProcess>>>,
     reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    log_budget: Mutex<LogBudget>,
 }
 
 /// An invocation a worker holds: who gets its outcome, and who answers its host calls.
@@ -126,6 +128,107 @@ struct Pending {
     host: Arc<dyn HostCalls>,
     /// A host call is being answered (a guest waits for each, so a second is a violation).
     calling: bool,
+    /// The caller's span (request and invocation ids): the worker's lines about this
+    /// invocation are logged inside it.
+    span: tracing::Span,
+}
+
+/// Lines a worker may log per second; the rest are dropped and counted.
+const WORKER_LOG_LINES_PER_SECOND: u32 = 200;
+
+/// Longest worker log line kept (bytes); the rest is cut.
+const WORKER_LOG_LINE_BYTES: usize = 2048;
+
+/// A worker's log allowance: a fixed window of one second.
+#[derive(Debug)]
+struct LogBudget {
+    window: std::time::Instant,
+    used: u32,
+    dropped: u64,
+}
+
+impl LogBudget {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            window: now,
+            used: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Whether one more line may be logged at `now`; on a new window, also how many lines
+    /// the last one dropped.
+    fn take(&mut self, now: std::time::Instant) -> (bool, u64) {
+        let mut dropped_before = 0;
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            dropped_before = std::mem::take(&mut self.dropped);
+            self.window = now;
+            self.used = 0;
+        }
+        if self.used < WORKER_LOG_LINES_PER_SECOND {
+            self.used += 1;
+            (true, dropped_before)
+        } else {
+            self.dropped += 1;
+            (false, dropped_before)
+        }
+    }
+}
+
+/// A worker's line as it may be logged: at most [`WORKER_LOG_LINE_BYTES`], control
+/// characters (terminal escapes, newlines that would forge log lines) replaced.
+fn clean_log_line(message: &str) -> String {
+    let mut end = message.len().min(WORKER_LOG_LINE_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut line: String = message[..end]
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if end < message.len() {
+        line.push_str(" [cut]");
+    }
+    line
+}
+
+/// Logs one line from `worker` at its level, as the `palisade_worker::worker` target.
+fn log_worker_line(worker: &Worker, invocation: Option<u64>, level: WorkerLogLevel, line: &str) {
+    let tenant = worker.tenant.as_str();
+    let pid = worker.pid;
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(target: "palisade_worker::worker", $level, tenant, worker_pid = pid, worker_invocation = invocation, "{line}")
+        };
+    }
+    match level {
+        WorkerLogLevel::Debug => emit!(tracing::Level::DEBUG),
+        WorkerLogLevel::Info => emit!(tracing::Level::INFO),
+        WorkerLogLevel::Warn => emit!(tracing::Level::WARN),
+        WorkerLogLevel::Error => emit!(tracing::Level::ERROR),
+    }
+}
+
+/// Handles a worker's `Log` frame: within budget, cleaned, inside the invocation's span.
+fn worker_log(worker: &Worker, invocation: Option<u64>, level: WorkerLogLevel, message: &str) {
+    let (allowed, dropped) = lock(&worker.log_budget).take(std::time::Instant::now());
+    if dropped > 0 {
+        tracing::warn!(
+            tenant = %worker.tenant,
+            worker_pid = worker.pid,
+            dropped,
+            "the worker logged more than {WORKER_LOG_LINES_PER_SECOND} lines in a second; lines were dropped"
+        );
+    }
+    if !allowed {
+        return;
+    }
+    let line = clean_log_line(message);
+    let span = invocation.and_then(|n| lock(&worker.pending).get(&n).map(|p| p.span.clone()));
+    match span {
+        Some(span) => span.in_scope(|| log_worker_line(worker, invocation, level, &line)),
+        None => log_worker_line(worker, invocation, level, &line),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -305,6 +408,7 @@ impl Supervisor {
                 reply,
                 host,
                 calling: false,
+                span: tracing::Span::current(),
             },
         );
         let frame = encode(&ToWorker::Invoke {
@@ -553,6 +657,7 @@ impl Supervisor {
             death_reason: Mutex::new(None),
             process: Mutex::new(Some(process)),
             reader: Mutex::new(None),
+            log_budget: Mutex::new(LogBudget::new(std::time::Instant::now())),
         });
         let task = tokio::spawn(read_replies(
             Arc::clone(&worker),
@@ -686,6 +791,14 @@ async fn read_replies(
                     }
                 }
             }
+            Ok(FromWorker::Log {
+                invocation,
+                level,
+                message,
+            }) => {
+                worker_log(&worker, invocation, level, &message);
+                continue;
+            }
             Ok(FromWorker::Ready { .. }) => "a second Ready".to_owned(),
             Err(FrameError::Closed) => break,
             Err(error) => error.to_string(),
@@ -721,4 +834,34 @@ async fn read_replies(
         let _ = reply.send(Err(crashed(format!("{reason} ({exit})"))));
     }
     tracing::info!(tenant = %worker.tenant, %reason, %exit, "worker ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_log_line_cannot_forge_lines_or_grow_without_bound() {
+        assert_eq!(
+            clean_log_line("ok\n{\"level\":\"ERROR\"}\u{1b}[2J"),
+            "ok\u{fffd}{\"level\":\"ERROR\"}\u{fffd}[2J"
+        );
+        let long = "é".repeat(WORKER_LOG_LINE_BYTES);
+        let cut = clean_log_line(&long);
+        assert!(cut.len() <= WORKER_LOG_LINE_BYTES + " [cut]".len());
+        assert!(cut.ends_with(" [cut]"));
+    }
+
+    #[test]
+    fn a_worker_logs_at_most_its_budget_per_second_and_the_rest_is_counted() {
+        let start = std::time::Instant::now();
+        let mut budget = LogBudget::new(start);
+        let allowed = (0..WORKER_LOG_LINES_PER_SECOND + 50)
+            .filter(|_| budget.take(start).0)
+            .count();
+        assert_eq!(allowed, WORKER_LOG_LINES_PER_SECOND as usize);
+        let (allowed, dropped) = budget.take(start + Duration::from_secs(1));
+        assert!(allowed);
+        assert_eq!(dropped, 50);
+    }
 }

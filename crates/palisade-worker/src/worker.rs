@@ -17,7 +17,7 @@ use palisade_runtime::{Extension, HostCalls, Request, Runtime, RuntimeConfig};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::protocol::{
-    FrameError, FromWorker, HostOp, HostReply, ToWorker, read_frame, write_frame,
+    FrameError, FromWorker, HostOp, HostReply, ToWorker, WorkerLogLevel, read_frame, write_frame,
 };
 
 /// How the worker sets itself up.
@@ -101,6 +101,20 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
             pid: std::process::id(),
         })
         .await;
+    log(
+        &replies,
+        None,
+        WorkerLogLevel::Info,
+        format!(
+            "worker ready: engine up, {} invocations at once, {}",
+            options.concurrency,
+            if options.jailed {
+                "jailed, seccomp stage 2 installed"
+            } else {
+                "not jailed"
+            }
+        ),
+    );
 
     // Only this loop touches the map, so it needs no lock.
     let mut extensions: HashMap<u64, Extension> = HashMap::new();
@@ -118,12 +132,39 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                 manifest,
                 wasm,
             } => {
+                let started = std::time::Instant::now();
                 let result = Manifest::parse(&manifest)
                     .map_err(|e| InvocationError::new(ErrorKind::InvalidManifest, e.to_string()))
-                    .and_then(|manifest| runtime.load(&manifest, &wasm));
-                let result = result.map(|loaded| {
-                    extensions.insert(extension, loaded);
-                });
+                    .and_then(|manifest| {
+                        let name =
+                            format!("{}@{}", manifest.extension.name, manifest.extension.version);
+                        runtime.load(&manifest, &wasm).map(|loaded| (loaded, name))
+                    });
+                let result = match result {
+                    Ok((loaded, name)) => {
+                        extensions.insert(extension, loaded);
+                        log(
+                            &replies,
+                            None,
+                            WorkerLogLevel::Info,
+                            format!(
+                                "loaded {name} as extension {extension}: {} bytes in {:.1} ms",
+                                wasm.len(),
+                                started.elapsed().as_secs_f64() * 1e3
+                            ),
+                        );
+                        Ok(())
+                    }
+                    Err(error) => {
+                        log(
+                            &replies,
+                            None,
+                            WorkerLogLevel::Warn,
+                            format!("refused to load extension {extension}: {error}"),
+                        );
+                        Err(error)
+                    }
+                };
                 let _ = replies.send(FromWorker::Loaded { extension, result }).await;
             }
             ToWorker::Invoke {
@@ -161,8 +202,28 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                         content_type: request.content_type,
                         metadata: request.metadata,
                     };
+                    log(
+                        &replies,
+                        Some(invocation),
+                        WorkerLogLevel::Debug,
+                        "invocation started in the worker".into(),
+                    );
+                    let started = std::time::Instant::now();
                     let outcome = runtime.invoke_with(&loaded, request, &limits, host).await;
                     drop(permit);
+                    log(
+                        &replies,
+                        Some(invocation),
+                        WorkerLogLevel::Debug,
+                        format!(
+                            "invocation finished in the worker: {} after {:.2} ms",
+                            outcome
+                                .result
+                                .as_ref()
+                                .map_or_else(|e| e.kind.as_str(), |_| "ok"),
+                            started.elapsed().as_secs_f64() * 1e3
+                        ),
+                    );
                     let _ = replies
                         .send(FromWorker::Done {
                             invocation,
@@ -182,6 +243,21 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
         .await
         .map_err(|e| WorkerError::Sandbox(format!("writer task failed: {e}")))??;
     Ok(())
+}
+
+/// Sends a line of the worker's own log. Never waits: when the channel to the supervisor is
+/// full the line is dropped, so logging cannot slow an invocation down.
+fn log(
+    replies: &mpsc::Sender<FromWorker>,
+    invocation: Option<u64>,
+    level: WorkerLogLevel,
+    message: String,
+) {
+    let _ = replies.try_send(FromWorker::Log {
+        invocation,
+        level,
+        message,
+    });
 }
 
 /// Host calls waiting for the supervisor's answer, by call id.

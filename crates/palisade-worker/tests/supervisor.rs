@@ -37,10 +37,10 @@ fn fake_workers(script: &str, config: SupervisorConfig) -> Supervisor {
     Supervisor::new(Arc::new(launcher), config)
 }
 
-/// `Ready { pid: 1 }` as a frame (length, protocol version 2, postcard).
-const READY: &str = r"\000\000\000\003\002\000\001";
+/// `Ready { pid: 1 }` as a frame (length, protocol version 3, postcard).
+const READY: &str = r"\000\000\000\003\003\000\001";
 /// `Loaded { extension: 1, result: Ok(()) }` as a frame.
-const LOADED_1: &str = r"\000\000\000\004\002\001\001\000";
+const LOADED_1: &str = r"\000\000\000\004\003\001\001\000";
 
 fn fixture(name: &str) -> ExtensionSource {
     let dir = palisade_testkit::guest_dir(name);
@@ -170,12 +170,12 @@ async fn protocol_violations_kill_the_worker() {
         (r"\377\377\377\377", "exceeds"), // a frame far over the maximum
         (r"\000\000\000\002\007\000", "version"), // wrong protocol version
         (
-            r"\000\000\000\004\002\001\011\000",
+            r"\000\000\000\004\003\001\011\000",
             "which it was not loading",
         ), // an answer nobody asked for
-        (r"\000\000\000\004\002\002\011\000", "malformed"), // a truncated message
+        (r"\000\000\000\004\003\002\011\000", "malformed"), // a truncated message
         (
-            r"\000\000\000\010\002\003\011\000\000\000\000\000",
+            r"\000\000\000\010\003\003\011\000\000\000\000\000",
             "host call for invocation 9, which it does not hold",
         ), // a key-value call for an invocation it was never given
     ] {

@@ -509,15 +509,32 @@ fn policy_commands_work_on_the_servers_layers() {
     let history: serde_json::Value =
         serde_json::from_str(&ok(run(a, &["history", "tenant:acme", "--json"]))).unwrap();
     assert_eq!(history["versions"].as_array().unwrap().len(), 3);
+    // A misspelt tenant is an error, not a diff against nothing.
+    let misspelt = dir.path().join("acmee.toml");
+    std::fs::write(
+        &misspelt,
+        "format = 1\nlayer = \"tenant\"\ntenant = \"acmee\"\n",
+    )
+    .unwrap();
+    let unknown = run(a, &["diff", misspelt.to_str().unwrap()]);
+    assert_eq!(unknown.status.code(), Some(6), "{}", text(&unknown));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not_found"));
+
+    // --server ignores the local store, even when PALISADE_POLICY_STORE names one ...
     let store = dir.path().join("store");
-    let both = run(
-        a,
-        &["history", "tenant:acme", "--store", store.to_str().unwrap()],
-    );
-    assert_eq!(both.status.code(), Some(2), "{}", text(&both));
+    let mut with_store_env = Command::new(PALISADE);
+    with_store_env
+        .args(on_server(&["history", "tenant:acme", "--json"]))
+        .env("PALISADE_POLICY_STORE", &store)
+        .env("PALISADE_TOKEN", &admin)
+        .env("XDG_CONFIG_HOME", "/nonexistent");
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(with_store_env.output().unwrap())).unwrap();
+    assert_eq!(history["versions"].as_array().unwrap().len(), 3);
+    // ... and without --server nothing goes to a server, even with PALISADE_SERVER set.
     let local = palisade(
-        None,
-        None,
+        s,
+        a,
         &[
             "policy",
             "history",
@@ -527,4 +544,21 @@ fn policy_commands_work_on_the_servers_layers() {
         ],
     );
     assert!(ok(local).contains("tenant:acme: no stored versions"));
+    let token_file_alone = palisade(
+        None,
+        None,
+        &[
+            "policy",
+            "history",
+            "tenant:acme",
+            "--token-file",
+            "/dev/null",
+        ],
+    );
+    assert_eq!(
+        token_file_alone.status.code(),
+        Some(2),
+        "{}",
+        text(&token_file_alone)
+    );
 }

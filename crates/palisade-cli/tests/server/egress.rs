@@ -612,6 +612,28 @@ async fn short_lived_tokens_verify_against_the_published_keys() {
         matches!(again, Err(palisade_store::StoreError::Conflict(_))),
         "{again:?}"
     );
+    // Retired keys are capped, so rotating in a loop cannot grow the JWKS without bound.
+    for _ in 1..palisade_server::signing::MAX_PUBLISHED_RETIRED {
+        world
+            .admin(Method::POST, "/v1/keys/signing:rotate", None)
+            .await;
+    }
+    let refused = world
+        .call(
+            Some(&world.admin),
+            Method::POST,
+            "/v1/keys/signing:rotate",
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{}", refused.json);
+    let jwks = world
+        .call(None, Method::GET, "/.well-known/jwks.json", None)
+        .await;
+    assert_eq!(
+        jwks.json["keys"].as_array().unwrap().len(),
+        palisade_server::signing::MAX_PUBLISHED_RETIRED + 1
+    );
     world.shutdown().await;
 }
 

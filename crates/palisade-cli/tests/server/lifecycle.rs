@@ -349,10 +349,12 @@ fn one_invocation_is_followed_through_every_layer_by_its_ids() {
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
     let targets: Vec<&str> = lines.iter().filter_map(|l| l["target"].as_str()).collect();
-    // The guest's own log line, the supervisor's dispatch to the worker, the server's verdict.
+    // The guest's own log line, the supervisor's dispatch to the worker, the worker's own
+    // lines (sent over IPC, logged in the invocation's span), the server's verdict.
     for target in [
         "palisade::guest",
         "palisade_worker::supervisor",
+        "palisade_worker::worker",
         "palisade_server::routes::extensions",
     ] {
         assert!(
@@ -381,6 +383,19 @@ fn one_invocation_is_followed_through_every_layer_by_its_ids() {
     assert!(
         dispatch["fields"]["worker_pid"].as_u64().is_some(),
         "{dispatch}"
+    );
+    let worker = lines
+        .iter()
+        .find(|l| {
+            l["target"] == "palisade_worker::worker"
+                && l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("invocation finished in the worker: ok"))
+        })
+        .unwrap_or_else(|| panic!("no worker line with the outcome: {lines:?}"));
+    assert_eq!(
+        worker["fields"]["worker_pid"],
+        dispatch["fields"]["worker_pid"]
     );
     // The request's own completion line carries the request id too.
     assert!(

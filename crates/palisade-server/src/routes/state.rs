@@ -133,23 +133,23 @@ pub async fn rotate_keys(
 /// until every token it signed has expired.
 #[utoipa::path(post, path = "/v1/keys/signing:rotate", tag = "state",
     responses((status = 200, body = SigningKeyRotation), (status = 409, body = palisade_api::ErrorBody,
-        description = "another rotation happened at the same time")))]
+        description = "another rotation happened at the same time, or too many retired keys are still published")))]
 pub async fn rotate_signing_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<SigningKeyRotation>> {
     caller.authorize(Action::RotateSigningKey)?;
-    let current = state
+    let keys = state
         .gateway
-        .signer()
+        .signing_keys()
         .ok_or_else(|| ApiError::internal("this server has no token-signing key"))?;
-    let (keys, until_ms) = crate::signing::rotate(&state.store, &caller.actor(), &current).await?;
+    let (rotated, until_ms) = crate::signing::rotate(&state.store, &caller.actor(), &keys).await?;
     let rotation = SigningKeyRotation {
-        kid: keys.current.kid().to_owned(),
-        retired: current.kid().to_owned(),
+        kid: rotated.current.kid().to_owned(),
+        retired: keys.current.kid().to_owned(),
         retired_published_until_s: until_ms / 1000,
     };
-    state.gateway.set_signing_keys(keys);
+    state.gateway.set_signing_keys(rotated);
     tracing::info!(kid = %rotation.kid, retired = %rotation.retired, "token-signing key rotated");
     Ok(Json(rotation))
 }

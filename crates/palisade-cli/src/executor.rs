@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use palisade_egress::{Cidr, Gateway, Invocation, InvocationSpec, SystemResolver};
-use palisade_model::egress::{
-    Destination, EgressError, EgressErrorKind, HttpRequest, HttpResponse,
+use palisade_egress::{
+    Cidr, Gateway, Invocation, InvocationSpec, NoPolicyLayers, NoSecrets, SystemResolver,
 };
+use palisade_model::egress::{EgressError, EgressErrorKind, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvOp, KvReply};
 use palisade_model::{ErrorKind, InvocationError, Limits, Outcome};
 use palisade_policy::{EffectiveLimits, LimitKey, PolicyEngine, TenantId};
@@ -79,7 +79,7 @@ impl PreparedEgress {
             version: self.version.clone(),
             invocation_id: format!("inv-local-{number}"),
             patterns: self.patterns.clone(),
-            policy: Arc::new(ManifestOnly),
+            policy: Arc::new(NoPolicyLayers),
             secrets: Arc::new(NoSecrets),
             credentials: Vec::new(),
             tokens: Vec::new(),
@@ -92,25 +92,6 @@ impl PreparedEgress {
             bandwidth: get(LimitKey::Bandwidth),
             connections: get(LimitKey::EgressConnections),
         })
-    }
-}
-
-/// Local runs have no Cedar layers: the manifest's destinations (checked by the gateway
-/// before this) are the whole policy.
-struct ManifestOnly;
-
-impl palisade_egress::EgressPolicy for ManifestOnly {
-    fn authorize(&self, _: &Destination, _: std::net::IpAddr, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct NoSecrets;
-
-#[async_trait::async_trait]
-impl palisade_egress::SecretSource for NoSecrets {
-    async fn secret(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(None)
     }
 }
 

@@ -73,13 +73,24 @@ struct ServerArgs {
     /// A file holding the token for --server.
     #[arg(long, conflicts_with = "token", requires = "server")]
     token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for an https:// --server with a private certificate.
+    #[arg(long, env = "PALISADE_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
     /// The server's client when `--server` is given.
     fn client(&self) -> Option<Result<Client, Failure>> {
         let server = self.server.clone()?;
-        Some(ConnectArgs::to_server(server, self.token.clone(), self.token_file.clone()).client())
+        Some(
+            ConnectArgs::to_server(
+                server,
+                self.token.clone(),
+                self.token_file.clone(),
+                self.ca_file.clone(),
+            )
+            .client(),
+        )
     }
 }
 
@@ -650,7 +661,7 @@ where
                 let kind = match &error {
                     ClientError::Api { kind, .. } => kind.clone(),
                     ClientError::Unreachable { .. } => "unreachable".into(),
-                    ClientError::BadUrl { .. } => "usage".into(),
+                    ClientError::BadUrl { .. } | ClientError::Tls(_) => "usage".into(),
                     ClientError::Unexpected { .. } => "unexpected_answer".into(),
                 };
                 (kind, Failure::from(error))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use palisade_api::{CreateToken, Role};
-use palisade_client::{Client, ClientError};
+use palisade_client::{Client, ClientError, ClientOptions};
 use palisade_model::ErrorKind;
 use palisade_model::audit::{Anchor, AuditEntry, verify_chain};
 use serde::Deserialize;
@@ -29,6 +29,9 @@ pub struct ConnectArgs {
     /// A file holding the token (for example DATA_DIR/admin.token).
     #[arg(long, global = true, conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for an https:// server with a private certificate.
+    #[arg(long, env = "PALISADE_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -39,6 +42,8 @@ pub struct ConnectArgs {
 struct ConfigFile {
     server: Option<String>,
     token: Option<String>,
+    /// A CA certificate (PEM file) for an https:// `server`.
+    ca_file: Option<PathBuf>,
 }
 
 fn config_path() -> Option<PathBuf> {
@@ -67,7 +72,7 @@ impl Failure {
 impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Self {
         let code = match &error {
-            ClientError::BadUrl { .. } => exit::USAGE,
+            ClientError::BadUrl { .. } | ClientError::Tls(_) => exit::USAGE,
             ClientError::Unreachable { .. } => exit::UNREACHABLE,
             ClientError::Unexpected { .. } => exit::INTERNAL,
             ClientError::Api { kind, status, .. } => match (kind.as_str(), status) {
@@ -98,42 +103,65 @@ impl From<ClientError> for Failure {
 impl ConnectArgs {
     /// The connection of a command that takes its own `--server` (explicit, no environment
     /// variable) and the usual token options.
-    pub fn to_server(server: String, token: Option<String>, token_file: Option<PathBuf>) -> Self {
+    pub fn to_server(
+        server: String,
+        token: Option<String>,
+        token_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+    ) -> Self {
         Self {
             server: Some(server),
             token,
             token_file,
+            ca_file,
             json: false,
         }
     }
 
-    /// A client without a token (for the public endpoints).
-    pub fn anonymous(&self) -> Result<Client, Failure> {
-        let file = match config_path() {
-            Some(path) if path.exists() => read_config(&path)?,
-            _ => ConfigFile::default(),
-        };
-        let server = self
-            .server
-            .clone()
-            .or(file.server)
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        Ok(Client::anonymous(&server)?)
+    /// The CA to trust: `--ca-file`, else the config file's when it is that server's.
+    fn options(&self, file_ca: Option<PathBuf>) -> Result<ClientOptions, Failure> {
+        let path = self.ca_file.clone().or(file_ca);
+        let ca_pem = path
+            .map(|path| {
+                std::fs::read(&path)
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
+            })
+            .transpose()?;
+        Ok(ClientOptions { ca_pem })
     }
 
-    pub fn client(&self) -> Result<Client, Failure> {
+    /// The server to talk to, and what of the config file belongs to it: its token and
+    /// its CA are never used for another server named on the command line.
+    fn target(&self) -> Result<(String, Option<String>, Option<PathBuf>), Failure> {
         let file = match config_path() {
             Some(path) if path.exists() => read_config(&path)?,
             _ => ConfigFile::default(),
         };
-        // The config file's token belongs to the config file's server: never send it to
-        // another one named on the command line.
         let file_server = file
             .server
             .clone()
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let server = self.server.clone().unwrap_or_else(|| file_server.clone());
-        let file_token = file.token.filter(|_| server == file_server);
+        let own = server == file_server;
+        Ok((
+            server,
+            file.token.filter(|_| own),
+            file.ca_file.filter(|_| own),
+        ))
+    }
+
+    /// A client without a token (for the public endpoints).
+    pub fn anonymous(&self) -> Result<Client, Failure> {
+        let (server, _, file_ca) = self.target()?;
+        Ok(Client::with_options(
+            &server,
+            None,
+            &self.options(file_ca)?,
+        )?)
+    }
+
+    pub fn client(&self) -> Result<Client, Failure> {
+        let (server, file_token, file_ca) = self.target()?;
         let token = match (&self.token, &self.token_file) {
             (Some(token), _) => Some(token.clone()),
             (None, Some(path)) => Some(
@@ -151,7 +179,11 @@ impl ConnectArgs {
                       in the config file"
                     .into(),
         })?;
-        Ok(Client::new(&server, &token)?)
+        Ok(Client::with_options(
+            &server,
+            Some(&token),
+            &self.options(file_ca)?,
+        )?)
     }
 }
 

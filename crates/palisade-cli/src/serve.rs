@@ -53,6 +53,12 @@ pub struct ServerArgs {
     /// under the current one at start-up (then it can be destroyed).
     #[arg(long)]
     previous_kek_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "PALISADE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "PALISADE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -76,7 +82,21 @@ impl ServerArgs {
             (None, Err(_)) => KekSource::DataDir,
         };
         config.previous_kek.clone_from(&self.previous_kek_file);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(palisade_server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
         config
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn warn_about_isolation(&self) {
@@ -92,7 +112,11 @@ impl ServerArgs {
 pub async fn serve(args: ServerArgs) -> anyhow::Result<u8> {
     args.warn_about_isolation();
     let server = Server::start(args.config()).await?;
-    eprintln!("palisade is serving on http://{}", server.local_addr());
+    eprintln!(
+        "palisade is serving on {}://{}",
+        args.scheme(),
+        server.local_addr()
+    );
     if server.admin_token().is_some() {
         eprintln!(
             "first start: the platform administrator's token is in {}",
@@ -128,6 +152,12 @@ fn step(what: &str) {
 }
 
 pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<u8> {
+    if args.server.tls_cert.is_some() {
+        eprintln!(
+            "error: quickstart serves plain HTTP on this machine; use `palisade serve` for TLS"
+        );
+        return Ok(exit::USAGE);
+    }
     let local = match load::load(&args.extension) {
         Ok(local) => local,
         Err(error) => {

@@ -32,6 +32,9 @@ pub enum ClientError {
     /// The URL given for the server is not usable.
     #[error("`{url}` is not a server URL: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The extra certificate authority for https:// servers is not usable.
+    #[error("the CA certificate is not usable: {0}")]
+    Tls(String),
     /// Nothing answered (refused, unresolvable, timed out).
     #[error("cannot reach the Palisade server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -98,27 +101,72 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// How a [`Client`] connects, beyond the server's URL and the token.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Certificate authorities (PEM) trusted for an `https://` server besides the webpki
+    /// roots: for a server with a private or self-signed certificate.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// TLS for `https://` servers: rustls with ring, the webpki roots and `ca_pem`, HTTP/1.1.
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| ClientError::Tls(format!("not PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ClientError::Tls("it holds no PEM certificate".into()));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 impl Client {
-    /// A client of the server at `base` (`http://host:port`), sending `token`.
+    /// A client of the server at `base` (`http://host:port` or `https://...`), sending
+    /// `token`.
     pub fn new(base: &str, token: &str) -> Result<Self, ClientError> {
-        let mut client = Self::anonymous(base)?;
-        client.token = Some(token.to_owned());
-        Ok(client)
+        Self::with_options(base, Some(token), &ClientOptions::default())
     }
 
     /// A client without a token (health endpoints only).
     pub fn anonymous(base: &str) -> Result<Self, ClientError> {
+        Self::with_options(base, None, &ClientOptions::default())
+    }
+
+    /// A client with `options` (a CA for a server with a private certificate).
+    pub fn with_options(
+        base: &str,
+        token: Option<&str>,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         let trimmed = base.trim_end_matches('/');
         if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
             return Err(ClientError::BadUrl {
                 url: base.to_owned(),
-                reason: "it must start with http:// (https:// needs a TLS-terminating proxy in \
-                         front of the server)"
-                    .into(),
+                reason: "it must start with http:// or https://".into(),
             });
         }
         let http = reqwest::Client::builder()
             .no_proxy()
+            .tls_backend_preconfigured(tls_config(options.ca_pem.as_deref())?)
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .build()
@@ -129,7 +177,7 @@ impl Client {
         Ok(Self {
             http,
             base: trimmed.to_owned(),
-            token: None,
+            token: token.map(str::to_owned),
         })
     }
 

@@ -18,25 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use palisade_egress::{Cidr, Gateway, Invocation, InvocationSpec, StaticResolver};
-use palisade_model::egress::{Destination, HttpRequest, UrlPattern};
-
-struct AllowAll;
-
-impl palisade_egress::EgressPolicy for AllowAll {
-    fn authorize(&self, _: &Destination, _: IpAddr, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct NoSecrets;
-
-#[async_trait::async_trait]
-impl palisade_egress::SecretSource for NoSecrets {
-    async fn secret(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(None)
-    }
-}
+use palisade_egress::{
+    Cidr, Gateway, Invocation, InvocationSpec, NoPolicyLayers, NoSecrets, StaticResolver,
+};
+use palisade_model::egress::{HttpRequest, UrlPattern};
 
 async fn upstream() -> u16 {
     let app = axum::Router::new()
@@ -80,7 +65,7 @@ fn invocation(requests: u64) -> Invocation {
         version: "1.0.0".into(),
         invocation_id: "inv-bench".into(),
         patterns: vec![UrlPattern::parse("http://upstream.test:*/*").unwrap()],
-        policy: Arc::new(AllowAll),
+        policy: Arc::new(NoPolicyLayers),
         secrets: Arc::new(NoSecrets),
         credentials: Vec::new(),
         tokens: Vec::new(),

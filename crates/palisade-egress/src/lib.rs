@@ -100,6 +100,28 @@ pub trait SecretSource: Send + Sync {
     async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
+/// For hosts without Cedar layers (local runs, benchmarks): every destination the manifest
+/// requests is permitted at any address the address check lets through. Never for a server.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPolicyLayers;
+
+impl EgressPolicy for NoPolicyLayers {
+    fn authorize(&self, _: &Destination, _: IpAddr, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// For hosts without tenant secrets: no credential can be injected.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSecrets;
+
+#[async_trait::async_trait]
+impl SecretSource for NoSecrets {
+    async fn secret(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+}
+
 /// A header the gateway sets from a secret, for requests to `host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {

@@ -32,6 +32,7 @@ pub mod routes;
 pub mod signing;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ pub struct ServerConfig {
     pub previous_kek: Option<PathBuf>,
     /// How the egress gateway resolves names (the system resolver; tests pin answers).
     pub resolver: Arc<dyn palisade_egress::Resolver>,
+    /// Serve HTTPS with this certificate and key (plain HTTP without).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -115,6 +118,7 @@ impl ServerConfig {
             kek: KekSource::DataDir,
             previous_kek: None,
             resolver: Arc::new(palisade_egress::SystemResolver),
+            tls: None,
         }
     }
 }
@@ -128,6 +132,8 @@ pub enum ServerError {
     Policy(String),
     #[error(transparent)]
     Executor(#[from] executor::ExecutorError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: SocketAddr,
@@ -263,9 +269,43 @@ pub struct Server {
     admin_token: Option<String>,
 }
 
+/// Serves `app` on `listener` until `stopped` turns true, then finishes in-flight requests
+/// for at most `timeout`.
+async fn serve<L>(
+    listener: L,
+    app: axum::Router,
+    state: Arc<AppState>,
+    mut stopped: watch::Receiver<bool>,
+    timeout: Duration,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let mut signal = stopped.clone();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = signal.wait_for(|stop| *stop).await;
+        state.draining.store(true, Ordering::Release);
+        tracing::info!("shutting down: finishing in-flight requests");
+    });
+    let serve = std::pin::pin!(serve.into_future());
+    tokio::select! {
+        result = serve => {
+            if let Err(error) = result {
+                tracing::error!(%error, "the HTTP server failed");
+            }
+        }
+        () = async {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tokio::time::sleep(timeout).await;
+        } => tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway"),
+    }
+}
+
 impl Server {
     /// Opens the store, bootstraps, binds and starts serving.
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        // Read before anything else starts, so a bad certificate changes nothing.
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let (state, admin_token) = build_state(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -277,31 +317,23 @@ impl Server {
             addr: config.listen,
             error,
         })?;
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let app = routes::router(Arc::clone(&state));
         let drain_state = Arc::clone(&state);
         let timeout = config.shutdown_timeout;
-        let task = tokio::spawn(async move {
-            let mut signal = stopped.clone();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = signal.wait_for(|stop| *stop).await;
-                drain_state.draining.store(true, Ordering::Release);
-                tracing::info!("shutting down: finishing in-flight requests");
-            });
-            let serve = std::pin::pin!(serve.into_future());
-            tokio::select! {
-                result = serve => {
-                    if let Err(error) = result {
-                        tracing::error!(%error, "the HTTP server failed");
-                    }
-                }
-                () = async {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                    tokio::time::sleep(timeout).await;
-                } => tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway"),
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = match tls {
+            Some(tls) => {
+                let listener =
+                    tls::TlsListener::new(listener, tls).map_err(|error| ServerError::Listen {
+                        addr: config.listen,
+                        error,
+                    })?;
+                tokio::spawn(serve(listener, app, drain_state, stopped, timeout))
             }
-        });
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "palisade is serving");
+            None => tokio::spawn(serve(listener, app, drain_state, stopped, timeout)),
+        };
+        tracing::info!(%addr, scheme, data_dir = %config.data_dir.display(), "palisade is serving");
         Ok(Self {
             addr,
             state,

@@ -40,6 +40,36 @@ pub struct KvQuota {
     pub max_bytes: u64,
 }
 
+/// What a signing key's wrapping is bound to: its use and its key id.
+fn signing_key_aad(kid: &str) -> Vec<u8> {
+    keys::aad("palisade-signing-key-v1", &[kid.as_bytes()])
+}
+
+/// Makes a new signing key and stores its seed wrapped by the KEK; returns the seed and
+/// its key id.
+async fn insert_signing_key(
+    tx: &mut Transaction<'static, Sqlite>,
+    keyring: &Keyring,
+    kid_of: impl Fn(&[u8; 32]) -> String,
+) -> Result<([u8; 32], String), StoreError> {
+    let seed = keys::new_data_key().map_err(crypto)?;
+    let kid = kid_of(&seed);
+    let wrapped = keyring
+        .provider
+        .wrap(&seed, &signing_key_aad(&kid))
+        .map_err(crypto)?;
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, wrapped, kek_id, created_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&kid)
+    .bind(wrapped)
+    .bind(keyring.provider.id())
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok((seed, kid))
+}
+
 fn crypto(error: CryptoError) -> StoreError {
     StoreError::Crypto(error.to_string())
 }
@@ -209,7 +239,7 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
         for (kid, wrapped) in &signing {
-            let key_aad = keys::aad("palisade-signing-key-v1", &[kid.as_bytes()]);
+            let key_aad = signing_key_aad(kid);
             let seed = previous.unwrap(wrapped, &key_aad).map_err(crypto)?;
             sqlx::query("UPDATE signing_keys SET wrapped = $1, kek_id = $2 WHERE kid = $3")
                 .bind(next.wrap(&seed, &key_aad).map_err(crypto)?)
@@ -235,7 +265,6 @@ impl Store {
         kid_of: impl Fn(&[u8; 32]) -> String,
     ) -> Result<[u8; 32], StoreError> {
         let keyring = self.keyring()?;
-        let aad = |kid: &str| keys::aad("palisade-signing-key-v1", &[kid.as_bytes()]);
         let row: Option<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT kid, wrapped FROM signing_keys ORDER BY created_ms DESC LIMIT 1",
         )
@@ -244,21 +273,12 @@ impl Store {
         if let Some((kid, wrapped)) = row {
             return keyring
                 .provider
-                .unwrap(&wrapped, &aad(&kid))
+                .unwrap(&wrapped, &signing_key_aad(&kid))
                 .map_err(crypto);
         }
-        let seed = keys::new_data_key().map_err(crypto)?;
-        let kid = kid_of(&seed);
-        let wrapped = keyring.provider.wrap(&seed, &aad(&kid)).map_err(crypto)?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, wrapped, kek_id, created_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&kid)
-        .bind(wrapped)
-        .bind(keyring.provider.id())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.write().await?;
+        let (seed, _) = insert_signing_key(&mut tx, keyring, kid_of).await?;
+        tx.commit().await?;
         Ok(seed)
     }
 
@@ -297,19 +317,7 @@ impl Store {
         .bind(published_until_ms)
         .execute(&mut *tx)
         .await?;
-        let seed = keys::new_data_key().map_err(crypto)?;
-        let kid = kid_of(&seed);
-        let aad = keys::aad("palisade-signing-key-v1", &[kid.as_bytes()]);
-        let wrapped = keyring.provider.wrap(&seed, &aad).map_err(crypto)?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, wrapped, kek_id, created_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&kid)
-        .bind(wrapped)
-        .bind(keyring.provider.id())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let (seed, kid) = insert_signing_key(&mut tx, keyring, kid_of).await?;
         let change = Change::new("keys.rotate_signing", None, format!("signing-key:{kid}")).detail(
             serde_json::json!({ "retired": retiring, "published_until_ms": published_until_ms }),
         );

@@ -562,3 +562,73 @@ fn policy_commands_work_on_the_servers_layers() {
         text(&token_file_alone)
     );
 }
+
+#[test]
+fn serve_speaks_tls_and_a_silent_client_holds_up_nobody() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let pki = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = pki.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let ca_file = write("ca.pem", ca_cert.pem());
+    let cert_file = write("server.pem", server_cert.pem());
+    let key_file = write("server.key", server_key.serialize_pem());
+
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        data.path(),
+        &[
+            ("PALISADE_TLS_CERT", &cert_file),
+            ("PALISADE_TLS_KEY", &key_file),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let admin = server.admin_token();
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+
+    // A client that connects and never says anything: its handshake waits on its own.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let trusted = ok(palisade(
+        Some(&server),
+        Some(&admin),
+        &["tenant", "create", "acme", "--ca-file", &ca_file],
+    ));
+    assert!(trusted.contains("acme"), "{trusted}");
+    // Still open: the request above did not wait for the silent handshake to time out.
+    silent.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let still_open = matches!(
+        std::io::Read::read(&mut silent, &mut byte),
+        Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    assert!(still_open, "the server closed the silent connection early");
+
+    // Without the CA the certificate is not trusted; plain HTTP gets no answer.
+    let untrusted = palisade(Some(&server), Some(&admin), &["tenant", "list"]);
+    assert_eq!(untrusted.status.code(), Some(69), "{}", text(&untrusted));
+    let plain_url = server.url.replace("https://", "http://");
+    let plain = Command::new(PALISADE)
+        .args(["tenant", "list", "--server", &plain_url])
+        .env("PALISADE_TOKEN", &admin)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_ne!(plain.status.code(), Some(0), "{}", text(&plain));
+    assert!(server.terminate().success());
+}

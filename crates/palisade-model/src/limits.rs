@@ -25,6 +25,16 @@ pub struct RequestedLimits {
     pub log_lines: Option<u32>,
     /// Request body size.
     pub input: Option<ByteSize>,
+    /// Keys this extension may keep in each key-value namespace it writes (within the
+    /// tenant's `kv_keys`, which counts all its extensions together).
+    pub kv_keys: Option<u64>,
+    /// Bytes (keys and values) this extension may keep in each namespace it writes.
+    pub kv_bytes: Option<ByteSize>,
+    /// Key-value operations per second of this extension (within the tenant's `kv_rate`).
+    pub kv_rate: Option<u64>,
+    /// Bytes per second this extension may write to key-value state (within the tenant's
+    /// `disk_io`).
+    pub disk_io: Option<ByteSize>,
 }
 
 /// The limits one invocation runs under. Every one is enforced, none is advisory.

@@ -303,7 +303,20 @@ impl EffectiveLimits {
     /// does not request takes the platform default, never more: nothing beyond the manifest.
     pub fn cap_manifest(&self, requested: &RequestedLimits) -> Self {
         let asked = Limits::resolve(requested, &Limits::DEFAULT, &Limits::CEILING);
-        self.cap_runtime(&asked)
+        // State quotas have no platform default of their own: unset, the extension may use
+        // what the tenant may.
+        let mut state = LimitSet::new();
+        for (key, value) in [
+            (LimitKey::KvKeys, requested.kv_keys),
+            (LimitKey::KvBytes, requested.kv_bytes.map(|b| b.bytes())),
+            (LimitKey::KvRate, requested.kv_rate),
+            (LimitKey::DiskIo, requested.disk_io.map(|b| b.bytes())),
+        ] {
+            if let Some(value) = value {
+                state.set(key, value);
+            }
+        }
+        self.cap_runtime(&asked).cap(&state)
     }
 
     /// The per-invocation limits lowered to `limits`.

@@ -77,9 +77,11 @@ pub struct KvRates {
 }
 
 impl KvRates {
-    pub fn for_tenant(
+    /// The buckets of `owner`: a tenant (`acme`) or one of its extensions (`acme/orders`;
+    /// names never hold a `/`, so the two cannot meet). New buckets when the limits changed.
+    pub fn for_owner(
         &self,
-        tenant: &str,
+        owner: &str,
         ops_per_second: u64,
         write_bytes_per_second: u64,
     ) -> Arc<TenantRates> {
@@ -88,7 +90,7 @@ impl KvRates {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let limits = (ops_per_second, write_bytes_per_second);
-        match tenants.get(tenant) {
+        match tenants.get(owner) {
             Some(rates) if rates.limits == limits => Arc::clone(rates),
             _ => {
                 let rates = Arc::new(TenantRates {
@@ -96,7 +98,7 @@ impl KvRates {
                     write_bytes: TokenBucket::new(write_bytes_per_second),
                     limits,
                 });
-                tenants.insert(tenant.to_owned(), Arc::clone(&rates));
+                tenants.insert(owner.to_owned(), Arc::clone(&rates));
                 rates
             }
         }
@@ -111,7 +113,10 @@ pub struct GuestHost {
     pub grants: Arc<KvGrants>,
     pub quota: KvQuota,
     pub ops_left: AtomicU64,
+    /// The tenant's `kv_rate` and `disk_io` buckets, shared by all its extensions.
     pub rates: Arc<TenantRates>,
+    /// This extension's own, within the tenant's, when its manifest asks for less.
+    pub extension_rates: Option<Arc<TenantRates>>,
     pub deadline: tokio::time::Instant,
     pub egress: Egress,
 }
@@ -133,17 +138,36 @@ impl std::fmt::Debug for GuestHost {
     }
 }
 
-/// The key and byte quotas, and the rates, from a tenant's effective limits.
-pub fn quotas(limits: &palisade_policy::EffectiveLimits) -> (KvQuota, u64, u64, u64) {
-    (
-        KvQuota {
-            max_keys: limits.get(LimitKey::KvKeys),
-            max_bytes: limits.get(LimitKey::KvBytes),
+/// A deployment's key-value quotas: the tenant's totals from `tenant` (its effective
+/// limits), this extension's share from `deployment` (tenant ∩ manifest).
+#[derive(Debug, Clone, Copy)]
+pub struct KvQuotas {
+    pub stored: KvQuota,
+    /// Operations per invocation (`kv_ops`).
+    pub ops: u64,
+    /// `kv_rate` and `disk_io` of the tenant, then of the extension.
+    pub tenant_rates: (u64, u64),
+    pub extension_rates: (u64, u64),
+}
+
+pub fn quotas(
+    tenant: &palisade_policy::EffectiveLimits,
+    deployment: &palisade_policy::EffectiveLimits,
+) -> KvQuotas {
+    KvQuotas {
+        stored: KvQuota {
+            max_keys: tenant.get(LimitKey::KvKeys),
+            max_bytes: tenant.get(LimitKey::KvBytes),
+            namespace_max_keys: deployment.get(LimitKey::KvKeys),
+            namespace_max_bytes: deployment.get(LimitKey::KvBytes),
         },
-        limits.get(LimitKey::KvOps),
-        limits.get(LimitKey::KvRate),
-        limits.get(LimitKey::DiskIo),
-    )
+        ops: deployment.get(LimitKey::KvOps),
+        tenant_rates: (tenant.get(LimitKey::KvRate), tenant.get(LimitKey::DiskIo)),
+        extension_rates: (
+            deployment.get(LimitKey::KvRate),
+            deployment.get(LimitKey::DiskIo),
+        ),
+    }
 }
 
 fn denied(message: String) -> KvError {
@@ -200,26 +224,37 @@ impl HostCalls for GuestHost {
                 "the invocation used all of its key-value operations (kv_ops)",
             ));
         }
-        if let Err(wait) = take_by(&self.rates.ops, 1, self.deadline).await {
-            return Err(KvError::new(
-                KvErrorKind::QuotaExceeded,
-                format!(
-                    "tenant {} is over its key-value rate (kv_rate); the next operation is due in {wait:?}, after this invocation's deadline",
-                    self.tenant
-                ),
-            ));
-        }
         let bytes = op.write_bytes();
-        if bytes > 0
-            && let Err(wait) = take_by(&self.rates.write_bytes, bytes, self.deadline).await
-        {
-            return Err(KvError::new(
-                KvErrorKind::QuotaExceeded,
-                format!(
-                    "tenant {} is over its write bandwidth (disk_io); {bytes} bytes would be due in {wait:?}, after this invocation's deadline",
-                    self.tenant
-                ),
-            ));
+        let buckets = self
+            .extension_rates
+            .iter()
+            .map(|rates| (rates, "extension"))
+            .chain([(&self.rates, "tenant")]);
+        for (rates, owner) in buckets {
+            let who = || match owner {
+                "extension" => format!("extension {}/{}", self.tenant, self.extension),
+                _ => format!("tenant {}", self.tenant),
+            };
+            if let Err(wait) = take_by(&rates.ops, 1, self.deadline).await {
+                return Err(KvError::new(
+                    KvErrorKind::QuotaExceeded,
+                    format!(
+                        "{} is over its key-value rate (kv_rate); the next operation is due in {wait:?}, after this invocation's deadline",
+                        who()
+                    ),
+                ));
+            }
+            if bytes > 0
+                && let Err(wait) = take_by(&rates.write_bytes, bytes, self.deadline).await
+            {
+                return Err(KvError::new(
+                    KvErrorKind::QuotaExceeded,
+                    format!(
+                        "{} is over its write bandwidth (disk_io); {bytes} bytes would be due in {wait:?}, after this invocation's deadline",
+                        who()
+                    ),
+                ));
+            }
         }
         self.store
             .kv(&self.tenant, &namespace, op, self.quota)

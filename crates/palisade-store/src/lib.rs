@@ -128,6 +128,13 @@ fn migrator() -> sqlx::migrate::Migrator {
             sqlx::SqlStr::from_static(include_str!("../migrations/0003_signing_key_rotation.sql")),
             false,
         ),
+        Migration::new(
+            4,
+            Cow::Borrowed("kv namespace usage"),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(include_str!("../migrations/0004_kv_namespace_usage.sql")),
+            false,
+        ),
     ];
     sqlx::migrate::Migrator::with_migrations(migrations)
 }

@@ -36,8 +36,13 @@ const SECRETS_SCOPE: &str = "secrets";
 /// The key and byte quotas of one tenant's key-value state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvQuota {
+    /// The tenant's keys and bytes, over all its namespaces (`kv_keys`, `kv_bytes`).
     pub max_keys: u64,
     pub max_bytes: u64,
+    /// The keys and bytes of the namespace written, as the calling extension may fill it
+    /// (its deployment's limits: the manifest may ask for less than the tenant's).
+    pub namespace_max_keys: u64,
+    pub namespace_max_bytes: u64,
 }
 
 /// What a signing key's wrapping is bound to: its use and its key id.
@@ -665,12 +670,24 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let (keys_now, bytes_now) = usage.map_or((0, 0), |(k, b)| (unsigned(k), unsigned(b)));
+        let namespace_usage: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT keys, bytes FROM kv_namespace_usage WHERE tenant_id = $1 AND namespace = $2",
+        )
+        .bind(tenant)
+        .bind(namespace)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (ns_keys_now, ns_bytes_now) =
+            namespace_usage.map_or((0, 0), |(k, b)| (unsigned(k), unsigned(b)));
         let new_bytes = new_value
             .as_ref()
             .map_or(0, |v| (v.len() + key.len()) as u64);
-        let keys_after = keys_now + u64::from(new_value.is_some() && current.is_none())
-            - u64::from(new_value.is_none() && current.is_some());
+        let added_key = u64::from(new_value.is_some() && current.is_none());
+        let removed_key = u64::from(new_value.is_none() && current.is_some());
+        let keys_after = (keys_now + added_key).saturating_sub(removed_key);
         let bytes_after = (bytes_now + new_bytes).saturating_sub(old_bytes);
+        let ns_keys_after = (ns_keys_now + added_key).saturating_sub(removed_key);
+        let ns_bytes_after = (ns_bytes_now + new_bytes).saturating_sub(old_bytes);
         if new_value.is_some() {
             if keys_after > quota.max_keys {
                 return Ok(Err(kv_error(
@@ -687,6 +704,26 @@ impl Store {
                     format!(
                         "the write would store {bytes_after} bytes for tenant {tenant}; its quota is {} (kv_bytes)",
                         quota.max_bytes
+                    ),
+                )));
+            }
+            if ns_keys_after > quota.namespace_max_keys {
+                return Ok(Err(kv_error(
+                    KvErrorKind::QuotaExceeded,
+                    format!(
+                        "namespace {namespace} of tenant {tenant} has {ns_keys_now} keys; this \
+                         extension may keep {} there (kv_keys of the extension)",
+                        quota.namespace_max_keys
+                    ),
+                )));
+            }
+            if ns_bytes_after > quota.namespace_max_bytes && ns_bytes_after > ns_bytes_now {
+                return Ok(Err(kv_error(
+                    KvErrorKind::QuotaExceeded,
+                    format!(
+                        "the write would store {ns_bytes_after} bytes in namespace {namespace} of \
+                         tenant {tenant}; this extension may keep {} there (kv_bytes of the extension)",
+                        quota.namespace_max_bytes
                     ),
                 )));
             }
@@ -738,6 +775,16 @@ impl Store {
         .bind(tenant)
         .bind(i64::try_from(keys_after).unwrap_or(i64::MAX))
         .bind(i64::try_from(bytes_after).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO kv_namespace_usage (tenant_id, namespace, keys, bytes) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, namespace) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+        )
+        .bind(tenant)
+        .bind(namespace)
+        .bind(i64::try_from(ns_keys_after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(ns_bytes_after).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -922,6 +969,11 @@ impl Store {
         .bind(tenant)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM kv_namespace_usage WHERE tenant_id = $1 AND namespace = $2")
+            .bind(tenant)
+            .bind(namespace)
+            .execute(&mut *tx)
+            .await?;
         let change = Change::new(
             "kv.destroy",
             Some(tenant),
@@ -961,6 +1013,10 @@ impl Store {
             ),
             ("data_keys", "DELETE FROM data_keys WHERE tenant_id = $1"),
             ("usage", "DELETE FROM kv_usage WHERE tenant_id = $1"),
+            (
+                "namespace_usage",
+                "DELETE FROM kv_namespace_usage WHERE tenant_id = $1",
+            ),
         ] {
             let affected = sqlx::query(sql)
                 .bind(tenant)

@@ -70,10 +70,22 @@ fn error_kind(result: &Value) -> &str {
 
 /// Publishes the probe under another name with other namespaces, approved and deployed.
 async fn ship_probe_as(world: &InProcess, tenant: &str, name: &str, namespaces: &str) {
+    ship_probe_with_limits(world, tenant, name, namespaces, "").await;
+}
+
+/// The same, with more `[limits]` lines in its manifest.
+async fn ship_probe_with_limits(
+    world: &InProcess,
+    tenant: &str,
+    name: &str,
+    namespaces: &str,
+    limits: &str,
+) {
     let (manifest, wasm) = fixture("fixtures/kv-probe", "1.0.0");
     let manifest = manifest
         .replacen("name = \"kv-probe\"", &format!("name = \"{name}\""), 1)
-        .replace("kv = [\"self\", \"shared\"]", &format!("kv = {namespaces}"));
+        .replace("kv = [\"self\", \"shared\"]", &format!("kv = {namespaces}"))
+        .replacen("[limits]\n", &format!("[limits]\n{limits}\n"), 1);
     world
         .admin(
             Method::POST,
@@ -182,6 +194,103 @@ async fn tenants_extensions_and_namespaces_cannot_reach_each_other() {
     assert_eq!(back[1]["ok"], "binary key");
     assert_eq!(back[2]["ok"], "for acme's extensions");
     assert_eq!(back[3]["ok"], json!(["card", { "hex": "ff00fe" }]));
+    world.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_extension_is_held_to_its_own_share_of_the_tenants_quotas() {
+    let world = world().await;
+    // The tenant allows 100 keys; this extension's manifest asks for 3 keys and 1 KiB, and
+    // 5 operations a second.
+    ship_probe_with_limits(
+        &world,
+        "acme",
+        "small",
+        "[\"self\", \"shared\"]",
+        "kv_keys = 3\nkv_bytes = \"1 KiB\"\nkv_rate = 5",
+    )
+    .await;
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/policy",
+            Some(policy("acme", "kv_keys = 100", PERMIT_KV)),
+        )
+        .await;
+    let results = probe(
+        &world,
+        "acme",
+        "small",
+        json!([{ "op": "set", "key": "key{i}", "value": "v", "repeat": 4 }]),
+    )
+    .await;
+    assert_eq!(error_kind(&results[0]), "quota_exceeded", "{results:?}");
+    assert_eq!(results[0]["at"], 3, "the fourth key is refused");
+    assert!(
+        results[0]["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("kv_keys of the extension"),
+        "{results:?}"
+    );
+    // The cap is per namespace it writes: the shared one has room for three more of its
+    // keys, and another extension of the tenant still has the tenant's whole quota.
+    let shared = probe(
+        &world,
+        "acme",
+        "small",
+        json!([{ "op": "set", "ns": "shared", "key": "s{i}", "value": "v", "repeat": 3 }]),
+    )
+    .await;
+    assert_eq!(shared[0]["ok"], "done", "{shared:?}");
+    let other = probe(
+        &world,
+        "acme",
+        "kv-probe",
+        json!([{ "op": "set", "key": "key{i}", "value": "v", "repeat": 10 }]),
+    )
+    .await;
+    assert_eq!(other[0]["ok"], "done", "{other:?}");
+    // Bytes: 1 KiB in its namespace, whatever the tenant allows.
+    world
+        .admin(Method::DELETE, "/v1/tenants/acme/kv/small", None)
+        .await;
+    let results = probe(
+        &world,
+        "acme",
+        "small",
+        json!([
+            { "op": "set", "key": "a", "value_len": 1023 },
+            { "op": "set", "key": "b", "value_len": 1 },
+        ]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"], "done");
+    assert_eq!(error_kind(&results[1]), "quota_exceeded", "{results:?}");
+    // Rate: its own 5 a second run out within a 1 s deadline (the tenant's 50 would not).
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/policy",
+            Some(policy(
+                "acme",
+                "kv_keys = 100\nwall_time = \"1s\"",
+                PERMIT_KV,
+            )),
+        )
+        .await;
+    let answer = probe_raw(
+        &world,
+        "acme",
+        "small",
+        json!([{ "op": "exists", "key": "x", "repeat": 12 }]),
+    )
+    .await;
+    let message = answer.json.to_string();
+    assert!(
+        message.contains("extension acme/small is over its key-value rate"),
+        "{message}"
+    );
     world.shutdown().await;
 }
 
@@ -775,6 +884,8 @@ async fn after_decommission_nothing_of_the_tenant_can_be_decrypted() {
             palisade_store::KvQuota {
                 max_keys: 10,
                 max_bytes: 1000,
+                namespace_max_keys: 10,
+                namespace_max_bytes: 1000,
             },
         )
         .await;

@@ -466,7 +466,7 @@ pub async fn invoke(
     };
     let version = resolved.deployment.version.clone();
     let tenant_limits = state.tenant_limits(tenant)?;
-    let (kv_quota, _, kv_rate, disk_io) = crate::guest_host::quotas(&tenant_limits);
+    let kv = crate::guest_host::quotas(&tenant_limits, &resolved.effective);
     // Rate quotas wait at most until shortly before the deadline, so the guest still has
     // time to handle the refusal: a tenth of the deadline, at most 100 ms.
     let deadline = tokio::time::Instant::now() + limits.wall_time
@@ -504,9 +504,18 @@ pub async fn invoke(
         tenant: tenant.to_owned(),
         extension: name.to_owned(),
         grants: Arc::clone(&resolved.kv),
-        quota: kv_quota,
-        ops_left: std::sync::atomic::AtomicU64::new(resolved.effective.get(LimitKey::KvOps)),
-        rates: state.kv_rates.for_tenant(tenant, kv_rate, disk_io),
+        quota: kv.stored,
+        ops_left: std::sync::atomic::AtomicU64::new(kv.ops),
+        rates: state
+            .kv_rates
+            .for_owner(tenant, kv.tenant_rates.0, kv.tenant_rates.1),
+        extension_rates: (kv.extension_rates != kv.tenant_rates).then(|| {
+            state.kv_rates.for_owner(
+                &format!("{tenant}/{name}"),
+                kv.extension_rates.0,
+                kv.extension_rates.1,
+            )
+        }),
         deadline,
         egress: Egress {
             gateway: Arc::clone(&state.gateway),

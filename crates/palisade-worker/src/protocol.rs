@@ -35,6 +35,9 @@ pub enum ToWorker {
         extension: u64,
         request: WireRequest,
         limits: Limits,
+        /// The supervisor logs the worker's per-invocation lines (debug level): send them.
+        /// Off, the worker sends none, so the hot path carries no frames nobody reads.
+        trace: bool,
     },
     /// The answer to a worker's `HostCall`.
     HostReply { call: u64, reply: HostReply },
@@ -204,6 +207,7 @@ mod tests {
                 metadata: vec![("k".into(), "v".into())],
             },
             limits: Limits::DEFAULT,
+            trace: false,
         };
         let frame = encode(&message).unwrap();
         match decode::<ToWorker>(&frame).await.unwrap() {

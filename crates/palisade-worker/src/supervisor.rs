@@ -416,6 +416,7 @@ impl Supervisor {
             extension: extension_id,
             request,
             limits: *limits,
+            trace: tracing::enabled!(target: "palisade_worker::worker", tracing::Level::DEBUG),
         })
         .map_err(|e| InvocationError::new(ErrorKind::Internal, e.to_string()))?;
         if worker.outbox.send(frame).await.is_err() {

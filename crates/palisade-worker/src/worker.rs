@@ -172,6 +172,7 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                 extension,
                 request,
                 limits,
+                trace,
             } => {
                 let Some(loaded) = extensions.get(&extension).cloned() else {
                     let outcome = palisade_model::Outcome::rejected(InvocationError::new(
@@ -202,28 +203,32 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                         content_type: request.content_type,
                         metadata: request.metadata,
                     };
-                    log(
-                        &replies,
-                        Some(invocation),
-                        WorkerLogLevel::Debug,
-                        "invocation started in the worker".into(),
-                    );
+                    if trace {
+                        log(
+                            &replies,
+                            Some(invocation),
+                            WorkerLogLevel::Debug,
+                            "invocation started in the worker".into(),
+                        );
+                    }
                     let started = std::time::Instant::now();
                     let outcome = runtime.invoke_with(&loaded, request, &limits, host).await;
                     drop(permit);
-                    log(
-                        &replies,
-                        Some(invocation),
-                        WorkerLogLevel::Debug,
-                        format!(
-                            "invocation finished in the worker: {} after {:.2} ms",
-                            outcome
-                                .result
-                                .as_ref()
-                                .map_or_else(|e| e.kind.as_str(), |_| "ok"),
-                            started.elapsed().as_secs_f64() * 1e3
-                        ),
-                    );
+                    if trace {
+                        log(
+                            &replies,
+                            Some(invocation),
+                            WorkerLogLevel::Debug,
+                            format!(
+                                "invocation finished in the worker: {} after {:.2} ms",
+                                outcome
+                                    .result
+                                    .as_ref()
+                                    .map_or_else(|e| e.kind.as_str(), |_| "ok"),
+                                started.elapsed().as_secs_f64() * 1e3
+                            ),
+                        );
+                    }
                     let _ = replies
                         .send(FromWorker::Done {
                             invocation,

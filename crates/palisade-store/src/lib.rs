@@ -253,3 +253,64 @@ fn unsigned(value: i64) -> u64 {
 fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn upgrading_to_namespace_usage_counts_what_is_already_stored() {
+        let connect =
+            SqliteConnectOptions::from_str("sqlite::memory:").unwrap_or_else(|e| panic!("{e}"));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A database as the release before namespace usage left it, with stored values.
+        let before: Vec<_> = migrator().iter().take(3).cloned().collect();
+        sqlx::migrate::Migrator::with_migrations(before)
+            .run(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (tenant, namespace, key, value_bytes) in [
+            ("acme", "orders", b"a".as_slice(), 10_i64),
+            ("acme", "orders", b"bb".as_slice(), 20),
+            ("acme", "shared:cache", b"c".as_slice(), 5),
+            ("globex", "orders", b"d".as_slice(), 7),
+        ] {
+            sqlx::query(
+                "INSERT INTO kv_entries (tenant_id, namespace, key, sealed, key_version, value_bytes, updated_ms) \
+                 VALUES ($1, $2, $3, x'00', 1, $4, 0)",
+            )
+            .bind(tenant)
+            .bind(namespace)
+            .bind(key)
+            .bind(value_bytes)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        migrator()
+            .run(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let usage: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT tenant_id, namespace, keys, bytes FROM kv_namespace_usage ORDER BY tenant_id, namespace",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let row = |t: &str, n: &str, k, b| (t.to_owned(), n.to_owned(), k, b);
+        assert_eq!(
+            usage,
+            [
+                row("acme", "orders", 2, 10 + 1 + 20 + 2),
+                row("acme", "shared:cache", 1, 5 + 1),
+                row("globex", "orders", 1, 7 + 1),
+            ]
+        );
+    }
+}

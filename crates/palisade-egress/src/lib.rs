@@ -265,6 +265,24 @@ fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Spends `bytes` of the tenant's bandwidth, waiting until `deadline` at most.
+async fn take_bandwidth(
+    tenant: &TenantEgress,
+    invocation: &Invocation,
+    shown: &str,
+    bytes: u64,
+    deadline: Instant,
+) -> Result<(), EgressError> {
+    bucket::take_by(&tenant.bandwidth, bytes, deadline)
+        .await
+        .map_err(|_| {
+            quota(format!(
+                "{shown}: tenant {} is over its bandwidth (bandwidth)",
+                invocation.spec.tenant
+            ))
+        })
+}
+
 /// Replaces every occurrence of each secret in `bytes`.
 fn scrub(bytes: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
     let mut out = bytes.to_vec();
@@ -442,14 +460,7 @@ impl Gateway {
             .spec
             .deadline
             .min(Instant::now() + invocation.spec.request_timeout);
-        bucket::take_by(&tenant.bandwidth, request_bytes, deadline)
-            .await
-            .map_err(|_| {
-                quota(format!(
-                    "{shown}: tenant {} is over its bandwidth (bandwidth)",
-                    invocation.spec.tenant
-                ))
-            })?;
+        take_bandwidth(&tenant, invocation, &shown, request_bytes, deadline).await?;
         let _connection = tokio::time::timeout_at(
             deadline,
             Arc::clone(&tenant.connections).acquire_owned(),
@@ -790,14 +801,7 @@ impl Gateway {
                     format!("{shown}: the response exceeds the invocation's egress_bytes after {} bytes", body.len()),
                 )
             })?;
-            bucket::take_by(&tenant.bandwidth, bytes, deadline)
-                .await
-                .map_err(|_| {
-                    quota(format!(
-                        "{shown}: tenant {} is over its bandwidth (bandwidth)",
-                        invocation.spec.tenant
-                    ))
-                })?;
+            take_bandwidth(tenant, invocation, shown, bytes, deadline).await?;
             body.extend_from_slice(&chunk);
         }
         let headers = parts

@@ -468,6 +468,8 @@ pub enum ApiErrorKind {
     NotFound,
     /// 405: the path exists, the method does not.
     MethodNotAllowed,
+    /// 408: the request body did not arrive in time (a slow or silent client).
+    RequestTimeout,
     /// 409: the change conflicts with the current state (exists already, not approved, ...).
     Conflict,
     /// 413: the body exceeds the limit for this endpoint or extension.
@@ -492,6 +494,7 @@ impl ApiErrorKind {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -510,6 +513,7 @@ impl ApiErrorKind {
             Self::Forbidden | Self::TenantSuspended => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

@@ -73,14 +73,25 @@ struct TenantGate {
 }
 
 impl TenantGate {
-    fn new(quota: TenantQuota) -> Self {
+    fn new(quota: TenantQuota, ceiling: usize) -> Self {
         Self {
             quota,
             bucket: TokenBucket::new(quota.rate),
-            slots: Arc::new(Semaphore::new(clamp(quota.concurrency))),
+            slots: Arc::new(Semaphore::new(clamp(quota.concurrency).min(ceiling))),
             waiting: AtomicUsize::new(0),
         }
     }
+}
+
+/// The most invocations one tenant may have in flight, whatever its policy says: strictly
+/// below the global cap (three quarters of it), so one tenant can never take every global
+/// slot and shut the others out.
+pub fn tenant_ceiling(max_in_flight: usize) -> usize {
+    let max_in_flight = max_in_flight.max(1);
+    if max_in_flight == 1 {
+        return 1;
+    }
+    (max_in_flight - (max_in_flight / 4).max(1)).max(1)
 }
 
 fn clamp(value: u64) -> usize {
@@ -134,7 +145,10 @@ impl Admission {
             // A new tenant or a changed policy: a fresh gate. Calls holding slots of the old
             // one finish against it.
             _ => {
-                let gate = Arc::new(TenantGate::new(quota));
+                let gate = Arc::new(TenantGate::new(
+                    quota,
+                    tenant_ceiling(self.config.max_in_flight),
+                ));
                 tenants.insert(tenant.to_owned(), Arc::clone(&gate));
                 gate
             }
@@ -177,7 +191,7 @@ impl Admission {
                         .retry_after(Duration::from_secs(1)),
                     )
                 };
-                let queue = clamp(quota.concurrency);
+                let queue = clamp(quota.concurrency).min(tenant_ceiling(self.config.max_in_flight));
                 if gate.waiting.fetch_add(1, Ordering::AcqRel) >= queue {
                     gate.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(concurrency_error());
@@ -257,6 +271,27 @@ mod tests {
         );
         // Another tenant is untouched.
         assert!(admission.admit("globex", quota(5, 100)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_tenant_never_holds_every_global_slot() {
+        let admission = Admission::new(AdmissionConfig {
+            max_in_flight: 4,
+            queue_timeout: Duration::from_millis(20),
+            ..Default::default()
+        });
+        // The tenant's policy allows 64 at once; the server has 4 slots in all.
+        let mut held = Vec::new();
+        while let Ok(admitted) = admission.admit("greedy", quota(1000, 64)).await {
+            held.push(admitted);
+            assert!(held.len() <= 4, "admitted past the global cap");
+        }
+        assert_eq!(held.len(), tenant_ceiling(4));
+        assert!(held.len() < 4);
+        // Another tenant still gets in.
+        assert!(admission.admit("quiet", quota(1000, 64)).await.is_ok());
+        assert_eq!(tenant_ceiling(1), 1);
+        assert_eq!(tenant_ceiling(64), 48);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! looked at; `403 forbidden` only ever concerns the caller's own tenant or platform actions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -45,6 +45,8 @@ pub enum Action {
     Decommission,
     /// The server's own token-signing key (platform administrators only).
     RotateSigningKey,
+    /// `/metrics`: every tenant's names, extensions and outcomes, so platform roles only.
+    ReadMetrics,
 }
 
 /// The permission table. Tenant roles get these on their own tenant only.
@@ -63,6 +65,7 @@ fn role_allows(role: Role, action: Action) -> bool {
                 | A::ReadAudit
                 | A::ListSecrets
                 | A::ReadKeys
+                | A::ReadMetrics
         ),
         Role::TenantAdmin => matches!(
             action,
@@ -151,23 +154,23 @@ impl Caller {
 
 /// Authenticated tokens by the hash of their secret, so a request costs no database read.
 /// Bounded; emptied on every revocation, so a revoked token stops working at once. Expiry is
-/// checked on every use.
+/// checked on every use. Revocation wins over a racing authentication: an authentication that
+/// read the database before a revocation committed installs nothing (the generation moved).
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<String, AuthenticatedToken>>,
+    entries: crate::state::Generational<HashMap<String, AuthenticatedToken>>,
 }
 
 const TOKEN_CACHE_ENTRIES: usize = 10_000;
 
 impl TokenCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AuthenticatedToken>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries.lock()
     }
 
+    /// Forgets every token; call after the revocation has committed.
     pub fn clear(&self) {
-        self.lock().clear();
+        self.entries.invalidate(HashMap::clear);
     }
 
     pub async fn authenticate(
@@ -184,13 +187,15 @@ impl TokenCache {
             self.lock().remove(&hash);
             return Ok(None);
         }
+        let seen = self.entries.generation();
         let token = store.authenticate(secret).await?;
         if let Some(token) = &token {
-            let mut entries = self.lock();
-            if entries.len() >= TOKEN_CACHE_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(hash, token.clone());
+            self.entries.install(seen, |entries| {
+                if entries.len() >= TOKEN_CACHE_ENTRIES {
+                    entries.clear();
+                }
+                entries.insert(hash, token.clone());
+            });
         }
         Ok(token)
     }
@@ -223,11 +228,23 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .authenticate(&state.store, secret)
             .await?
             .ok_or_else(|| unauthenticated("the token is unknown, expired or revoked"))?;
-        Ok(Self {
+        let caller = Self {
             token_id: token.token_id,
             principal: token.principal,
             expires_ms: token.expires_ms,
-        })
+        };
+        // Tenant scope before anything reads the body: a request for another tenant's
+        // resources is answered here, as for a missing tenant, so its body (up to the
+        // route's limit) is never buffered or parsed.
+        if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, state).await
+            && let Some((_, segment)) = params.iter().find(|(name, _)| *name == "tenant")
+        {
+            let tenant = crate::routes::split_verb(segment).0;
+            if caller.is_foreign(tenant) {
+                return Err(ApiError::not_found(format!("tenant {tenant}")));
+            }
+        }
+        Ok(caller)
     }
 }
 

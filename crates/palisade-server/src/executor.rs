@@ -62,10 +62,13 @@ pub enum ExecutorError {
 }
 
 impl Executor {
+    /// `uids` holds each tenant's host uid slot (from the store); jailed workers run under the
+    /// uid of their tenant's slot.
     pub fn new(
         isolation: &Isolation,
         program: &WorkerProgram,
         pool: SupervisorConfig,
+        uids: palisade_worker::jailed::TenantUids,
     ) -> Result<Self, ExecutorError> {
         let mut worker_args = program.worker_args.clone();
         match isolation {
@@ -93,7 +96,8 @@ impl Executor {
                     args: worker_args.into_iter().map(Into::into).collect(),
                 };
                 let launcher = JailLauncher::new(command, template)
-                    .map_err(|e| ExecutorError::Jail(e.to_string()))?;
+                    .map_err(|e| ExecutorError::Jail(e.to_string()))?
+                    .with_uids(uids);
                 Ok(Self::Workers(Supervisor::new(Arc::new(launcher), pool)))
             }
         }

@@ -170,10 +170,15 @@ pub async fn build_state(
     let snapshot = store.policy_snapshot().await?;
     let engine = palisade_policy::store::engine_at(&snapshot, None)
         .map_err(|e| ServerError::Policy(e.to_string()))?;
+    let uids = palisade_worker::jailed::TenantUids::default();
+    for (tenant, slot) in store.tenant_uid_slots().await? {
+        uids.set(&tenant, slot);
+    }
     let executor = Arc::new(Executor::new(
         &config.isolation,
         &config.worker,
         config.pool.clone(),
+        uids.clone(),
     )?);
     let metrics = metrics::Metrics::new(config.max_tenant_labels, Arc::clone(&executor));
     let signing_keys = signing::load(&store).await?;
@@ -186,6 +191,7 @@ pub async fn build_state(
         admission::Admission::new(config.admission.clone()),
         engine,
         gateway,
+        uids,
     ));
     Ok((state, admin_token))
 }

@@ -3,10 +3,13 @@
 //! the executor and metrics.
 //!
 //! Caches are invalidated by the handlers that change what they hold, in this process; a
-//! multi-node deployment (PostgreSQL, later) will need cross-node invalidation.
+//! multi-node deployment (PostgreSQL, later) will need cross-node invalidation. Each cache
+//! carries a generation that every invalidation bumps: a fill that read the database before
+//! an invalidation never installs its (stale) result, so a deploy, rollback, policy change or
+//! suspension that lands during a cold resolve is never lost.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use palisade_api::{Deployment, ExtensionVersion, TenantState};
@@ -70,16 +73,59 @@ pub struct AppState {
     pub kv_rates: KvRates,
     pub gateway: Arc<palisade_egress::Gateway>,
     policy: RwLock<Arc<PolicyEngine>>,
-    tenants: Mutex<HashMap<String, TenantState>>,
-    deployments: Mutex<HashMap<DeploymentKey, Arc<Resolved>>>,
+    /// Held by a policy change from reading the stored head to installing the new engine.
+    pub policy_writes: tokio::sync::Mutex<()>,
+    tenants: Generational<HashMap<String, TenantState>>,
+    deployments: Generational<HashMap<DeploymentKey, Arc<Resolved>>>,
     /// Set when shutdown starts: `/readyz` fails so load balancers stop sending work.
     pub draining: AtomicBool,
+    /// Each tenant's host uid slot, shared with the jail launcher.
+    pub tenant_uids: palisade_worker::jailed::TenantUids,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A cache map with a generation: [`Generational::invalidate`] bumps it under the lock, and
+/// [`Generational::install`] installs a value read from the database only when no
+/// invalidation happened since [`Generational::generation`] was taken before that read.
+#[derive(Debug, Default)]
+pub struct Generational<T> {
+    map: Mutex<T>,
+    generation: AtomicU64,
+}
+
+impl<T> Generational<T> {
+    /// The generation to pass to `install` after reading from the database.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        lock(&self.map)
+    }
+
+    /// Changes the map and bumps the generation, so fills that started before cannot install.
+    pub fn invalidate(&self, change: impl FnOnce(&mut T)) {
+        let mut map = lock(&self.map);
+        change(&mut map);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Runs `fill` on the map if the generation is still `seen`; returns whether it ran.
+    pub fn install(&self, seen: u64, fill: impl FnOnce(&mut T)) -> bool {
+        let mut map = lock(&self.map);
+        // Invalidations bump the generation while holding this lock, so the check and the
+        // fill are atomic with respect to them.
+        if self.generation.load(Ordering::Acquire) != seen {
+            return false;
+        }
+        fill(&mut map);
+        true
+    }
 }
 
 impl AppState {
@@ -91,6 +137,7 @@ impl AppState {
         admission: Admission,
         policy: PolicyEngine,
         gateway: palisade_egress::Gateway,
+        tenant_uids: palisade_worker::jailed::TenantUids,
     ) -> Self {
         Self {
             store,
@@ -102,9 +149,11 @@ impl AppState {
             kv_rates: KvRates::default(),
             gateway: Arc::new(gateway),
             policy: RwLock::new(Arc::new(policy)),
-            tenants: Mutex::default(),
-            deployments: Mutex::default(),
+            policy_writes: tokio::sync::Mutex::new(()),
+            tenants: Generational::default(),
+            deployments: Generational::default(),
             draining: AtomicBool::new(false),
+            tenant_uids,
         }
     }
 
@@ -124,23 +173,29 @@ impl AppState {
             .policy
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(engine);
-        lock(&self.deployments).clear();
+        self.deployments.invalidate(HashMap::clear);
     }
 
     /// The tenant's state, or `None` if it does not exist.
     pub async fn tenant_state(&self, tenant: &str) -> ApiResult<Option<TenantState>> {
-        if let Some(state) = lock(&self.tenants).get(tenant) {
+        if let Some(state) = self.tenants.lock().get(tenant) {
             return Ok(Some(*state));
         }
+        let seen = self.tenants.generation();
         let Some(found) = self.store.tenant(tenant).await? else {
             return Ok(None);
         };
-        lock(&self.tenants).insert(found.id, found.state);
-        Ok(Some(found.state))
+        let state = found.state;
+        self.tenants.install(seen, |tenants| {
+            tenants.insert(found.id, state);
+        });
+        Ok(Some(state))
     }
 
     pub fn tenant_changed(&self, tenant: &str, state: TenantState) {
-        lock(&self.tenants).insert(tenant.to_owned(), state);
+        self.tenants.invalidate(|tenants| {
+            tenants.insert(tenant.to_owned(), state);
+        });
     }
 
     /// Fails with `404` unless the tenant exists.
@@ -162,7 +217,9 @@ impl AppState {
     }
 
     pub fn deployment_changed(&self, tenant: &str, name: &str) {
-        lock(&self.deployments).remove(&(tenant.to_owned(), name.to_owned()));
+        self.deployments.invalidate(|deployments| {
+            deployments.remove(&(tenant.to_owned(), name.to_owned()));
+        });
     }
 
     /// How the egress gateway treats `tenant`'s traffic: the baseline's private ranges and the
@@ -240,9 +297,10 @@ impl AppState {
     /// The active deployment of `tenant/name`, ready to invoke.
     pub async fn resolve(&self, tenant: &str, name: &str) -> ApiResult<Arc<Resolved>> {
         let key = (tenant.to_owned(), name.to_owned());
-        if let Some(resolved) = lock(&self.deployments).get(&key) {
+        if let Some(resolved) = self.deployments.lock().get(&key) {
             return Ok(Arc::clone(resolved));
         }
+        let seen = self.deployments.generation();
         let deployment = self
             .store
             .active_deployment(tenant, name)
@@ -284,7 +342,36 @@ impl AppState {
             deployment,
             version,
         });
-        lock(&self.deployments).insert(key, Arc::clone(&resolved));
+        self.deployments.install(seen, |deployments| {
+            deployments.insert(key, Arc::clone(&resolved));
+        });
         Ok(resolved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_that_started_before_an_invalidation_never_installs() {
+        let cache: Generational<HashMap<&str, u32>> = Generational::default();
+        // A cold resolve takes the generation, then reads v1 from the database...
+        let seen = cache.generation();
+        // ...while a deploy of v2 lands and invalidates the entry.
+        cache.invalidate(|map| {
+            map.remove("ext");
+        });
+        // The stale v1 must not be installed.
+        assert!(!cache.install(seen, |map| {
+            map.insert("ext", 1);
+        }));
+        assert!(cache.lock().get("ext").is_none());
+        // A fill that started after the invalidation installs.
+        let seen = cache.generation();
+        assert!(cache.install(seen, |map| {
+            map.insert("ext", 2);
+        }));
+        assert_eq!(cache.lock().get("ext"), Some(&2));
     }
 }

@@ -135,6 +135,13 @@ fn migrator() -> sqlx::migrate::Migrator {
             sqlx::SqlStr::from_static(include_str!("../migrations/0004_kv_namespace_usage.sql")),
             false,
         ),
+        Migration::new(
+            6,
+            Cow::Borrowed("tenant uid slots"),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(include_str!("../migrations/0006_tenant_uid_slots.sql")),
+            false,
+        ),
     ];
     sqlx::migrate::Migrator::with_migrations(migrations)
 }

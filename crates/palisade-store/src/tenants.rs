@@ -51,11 +51,51 @@ impl Store {
             }
             other => other?,
         };
+        // The next free slot; the one writer connection serialises creations, and the UNIQUE
+        // constraint would refuse a duplicate anyway.
+        sqlx::query(
+            "INSERT INTO tenant_uid_slots (tenant_id, slot) \
+             SELECT $1, COALESCE(MAX(slot) + 1, 0) FROM tenant_uid_slots",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let change = Change::new("tenant.create", Some(id), format!("tenant:{id}"))
             .states(None, Some(&tenant));
         append(&mut tx, actor, change).await?;
         tx.commit().await?;
         Ok(tenant)
+    }
+
+    /// Every tenant's host uid slot (unique, never reused while the tenant exists).
+    pub async fn tenant_uid_slots(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT tenant_id, slot FROM tenant_uid_slots ORDER BY slot")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(tenant, slot)| {
+                u32::try_from(slot)
+                    .map(|slot| (tenant.clone(), slot))
+                    .map_err(|_| {
+                        StoreError::Corrupt(format!("tenant {tenant} has uid slot {slot}"))
+                    })
+            })
+            .collect()
+    }
+
+    /// One tenant's host uid slot.
+    pub async fn tenant_uid_slot(&self, id: &str) -> Result<Option<u32>, StoreError> {
+        let slot: Option<i64> =
+            sqlx::query_scalar("SELECT slot FROM tenant_uid_slots WHERE tenant_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        slot.map(|slot| {
+            u32::try_from(slot)
+                .map_err(|_| StoreError::Corrupt(format!("tenant {id} has uid slot {slot}")))
+        })
+        .transpose()
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {

@@ -368,3 +368,37 @@ async fn concurrent_writers_never_lose_a_change_or_break_the_chain() {
     assert_eq!(report.verified, 40);
     assert!(report.broken.is_none());
 }
+
+#[tokio::test]
+async fn every_tenant_gets_its_own_uid_slot_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // Tenants whose names collided under the old hash allocation get distinct slots.
+    for tenant in ["acme", "globex", "initech"] {
+        store.create_tenant(&actor(), tenant).await.unwrap();
+    }
+    let slots = store.tenant_uid_slots().await.unwrap();
+    assert_eq!(
+        slots,
+        vec![
+            ("acme".to_owned(), 0),
+            ("globex".to_owned(), 1),
+            ("initech".to_owned(), 2)
+        ]
+    );
+    // A refused duplicate allocates nothing; a suspended tenant keeps its slot; the next
+    // tenant gets a fresh one.
+    assert!(store.create_tenant(&actor(), "acme").await.is_err());
+    store
+        .set_tenant_state(&actor(), "globex", TenantState::Suspended)
+        .await
+        .unwrap();
+    store.create_tenant(&actor(), "hooli").await.unwrap();
+    assert_eq!(store.tenant_uid_slot("globex").await.unwrap(), Some(1));
+    assert_eq!(store.tenant_uid_slot("hooli").await.unwrap(), Some(3));
+    assert_eq!(store.tenant_uid_slot("nowhere").await.unwrap(), None);
+    // Reopening keeps them.
+    store.close().await;
+    let store = open(dir.path()).await;
+    assert_eq!(store.tenant_uid_slots().await.unwrap().len(), 4);
+}

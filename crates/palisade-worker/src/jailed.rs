@@ -20,13 +20,67 @@ pub struct JailLauncher {
     /// Layers, limits and mode for every worker; `tenant`, the ids and the read-only paths are
     /// filled in per launch.
     pub template: JailConfig,
+    uids: TenantUids,
     missing: Mutex<Vec<String>>,
 }
 
 /// First host uid handed to tenants; each tenant gets its own, so per-uid limits
 /// (`RLIMIT_NPROC`) never mix tenants.
 const TENANT_UID_BASE: u32 = 200_000;
-const TENANT_UID_SLOTS: u32 = 1_000_000;
+/// Slots the control plane allocates (persisted, one per tenant): uids `BASE..BASE + SLOTS`.
+pub const TENANT_UID_SLOTS: u32 = 1_000_000;
+/// Tenants nobody registered (local runs) get process-local slots above the persisted range,
+/// so they can never share a uid with a registered tenant.
+const LOCAL_SLOT_BASE: u32 = TENANT_UID_SLOTS;
+const LOCAL_SLOTS: u32 = 100_000;
+
+/// Each tenant's host uid slot: filled by the control plane from the store (unique per live
+/// tenant, never reused while the tenant exists); a tenant that was not registered (local runs)
+/// gets the next process-local slot. Shared between the launcher and whoever registers.
+#[derive(Debug, Clone, Default)]
+pub struct TenantUids(std::sync::Arc<Mutex<UidTable>>);
+
+#[derive(Debug, Default)]
+struct UidTable {
+    slots: std::collections::HashMap<String, u32>,
+    next_local: u32,
+}
+
+impl TenantUids {
+    /// Records `tenant`'s persisted slot.
+    pub fn set(&self, tenant: &str, slot: u32) {
+        self.lock().slots.insert(tenant.to_owned(), slot);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, UidTable> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The host uid of `tenant`'s jail root.
+    pub fn uid(&self, tenant: &str) -> Result<u32, LaunchError> {
+        let mut table = self.lock();
+        if let Some(&slot) = table.slots.get(tenant) {
+            return if slot < TENANT_UID_SLOTS {
+                Ok(TENANT_UID_BASE + slot)
+            } else {
+                Err(LaunchError::Other(format!(
+                    "tenant {tenant} has uid slot {slot}, past the {TENANT_UID_SLOTS} there are"
+                )))
+            };
+        }
+        if table.next_local >= LOCAL_SLOTS {
+            return Err(LaunchError::Other(
+                "every process-local uid slot is in use".into(),
+            ));
+        }
+        let slot = LOCAL_SLOT_BASE + table.next_local;
+        table.next_local += 1;
+        table.slots.insert(tenant.to_owned(), slot);
+        Ok(TENANT_UID_BASE + slot)
+    }
+}
 
 impl JailLauncher {
     /// A launcher for `command`, whose program must be an absolute path; it and the shared
@@ -38,20 +92,15 @@ impl JailLauncher {
         Ok(Self {
             command,
             template,
+            uids: TenantUids::default(),
             missing: Mutex::default(),
         })
     }
 
-    /// The host uid of a tenant's jail root: stable for a tenant, distinct between tenants
-    /// unless two of a million slots collide (the control plane will allocate them instead).
-    pub fn tenant_uid(tenant: &str) -> u32 {
-        // FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
-        let hash = tenant
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-            });
-        TENANT_UID_BASE + (hash % u64::from(TENANT_UID_SLOTS)) as u32
+    /// Takes tenants' uid slots from `uids` (the control plane's, filled from the store).
+    pub fn with_uids(mut self, uids: TenantUids) -> Self {
+        self.uids = uids;
+        self
     }
 }
 
@@ -62,9 +111,9 @@ fn jail_error(error: JailError) -> LaunchError {
     }
 }
 
-/// Cgroup and file names allow `[A-Za-z0-9_.-]`: anything else becomes `_`, plus a hash so
-/// two tenants never share a cgroup.
-fn cgroup_name(tenant: &str) -> String {
+/// Cgroup and file names allow `[A-Za-z0-9_.-]`: anything else becomes `_`, plus the
+/// tenant's unique uid so two tenants never share a cgroup.
+fn cgroup_name(tenant: &str, uid: u32) -> String {
     let clean: String = tenant
         .chars()
         .take(40)
@@ -76,15 +125,16 @@ fn cgroup_name(tenant: &str) -> String {
             }
         })
         .collect();
-    format!("{clean}-{:x}", JailLauncher::tenant_uid(tenant))
+    format!("{clean}-{uid:x}")
 }
 
 impl Launcher for JailLauncher {
     fn launch(&self, tenant: &str, ipc: OwnedFd) -> Result<Box<dyn WorkerProcess>, LaunchError> {
         let mut config = self.template.clone();
-        config.tenant = cgroup_name(tenant);
-        config.host_uid = Self::tenant_uid(tenant);
-        config.host_gid = config.host_uid;
+        let uid = self.uids.uid(tenant)?;
+        config.tenant = cgroup_name(tenant, uid);
+        config.host_uid = uid;
+        config.host_gid = uid;
         let args: Vec<OsString> = self.command.args.clone();
         let jailed =
             palisade_jail::spawn(&config, &self.command.program, &args, ipc).map_err(jail_error)?;
@@ -174,4 +224,27 @@ pub fn mode(allow_degraded: bool) -> Mode {
 pub fn current_exe() -> Result<PathBuf, LaunchError> {
     std::env::current_exe()
         .map_err(|e| LaunchError::Other(format!("cannot find the running executable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_tenants_get_their_slots_and_others_never_collide_with_them() {
+        let uids = TenantUids::default();
+        uids.set("acme", 0);
+        uids.set("globex", 1);
+        assert_eq!(uids.uid("acme").ok(), Some(TENANT_UID_BASE));
+        assert_eq!(uids.uid("globex").ok(), Some(TENANT_UID_BASE + 1));
+        // Unregistered tenants get process-local uids past every persisted slot, each its own
+        // and stable.
+        let local = uids.uid("local").ok();
+        let other = uids.uid("other").ok();
+        assert_eq!(local, Some(TENANT_UID_BASE + TENANT_UID_SLOTS));
+        assert_ne!(local, other);
+        assert_eq!(uids.uid("local").ok(), local);
+        uids.set("broken", TENANT_UID_SLOTS);
+        assert!(uids.uid("broken").is_err());
+    }
 }

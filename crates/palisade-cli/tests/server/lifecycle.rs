@@ -267,7 +267,9 @@ async fn a_tenant_over_its_rate_is_shed_with_429_and_others_are_untouched() {
         );
     }
     // The refusals are counted.
-    let metrics = world.call(None, Method::GET, "/metrics", None).await;
+    let metrics = world
+        .call(Some(&world.admin), Method::GET, "/metrics", None)
+        .await;
     let text = String::from_utf8_lossy(&metrics.bytes);
     assert!(
         text.contains(r#"palisade_admissions_rejected_total{tenant="acme",reason="rate"}"#),
@@ -297,7 +299,9 @@ async fn metric_labels_stop_at_the_configured_number_of_tenants() {
             200
         );
     }
-    let metrics = world.call(None, Method::GET, "/metrics", None).await;
+    let metrics = world
+        .call(Some(&world.admin), Method::GET, "/metrics", None)
+        .await;
     let text = String::from_utf8_lossy(&metrics.bytes);
     assert!(text.contains(r#"tenant="acme""#));
     assert!(!text.contains(r#"tenant="globex""#), "{text}");

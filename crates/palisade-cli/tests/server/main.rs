@@ -14,6 +14,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod egress;
+mod hardening;
 mod lifecycle;
 mod openapi;
 mod state;

@@ -115,11 +115,16 @@ pub async fn publish(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiPath((tenant, name)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<PublishVersion>,
+    request: axum::extract::Request,
 ) -> ApiResult<(StatusCode, Json<ExtensionVersion>)> {
+    // Authorized before the body (up to 90 MiB) is read: a caller who may not publish here
+    // never makes the server buffer or parse it.
     caller.authorize_tenant(Action::Publish, &tenant)?;
     state.require_open_tenant(&tenant).await?;
     check_name(&name)?;
+    let ApiJson(body) =
+        <ApiJson<PublishVersion> as axum::extract::FromRequest<()>>::from_request(request, &())
+            .await?;
     let manifest = Manifest::parse(&body.manifest).map_err(|e| {
         ApiError::invocation(&InvocationError::new(
             ErrorKind::InvalidManifest,
@@ -440,6 +445,13 @@ pub async fn invoke(
         ));
     }
     let resolved = state.resolve(tenant, name).await?;
+    let invocation_id = new_id("inv-");
+    let limits = resolved.limits;
+    // The input is read, under a deadline, before admission: a client that sends headers and
+    // then nothing holds no tenant or global slot, and is cut off.
+    let input = read_input(headers, body, limits.input_bytes)
+        .await
+        .map_err(|e| e.with_invocation(&invocation_id))?;
     let started = Instant::now();
     let _admitted = state
         .admission
@@ -449,11 +461,6 @@ pub async fn invoke(
             state.metrics.record_rejection(tenant, reason.as_str());
             error
         })?;
-    let invocation_id = new_id("inv-");
-    let limits = resolved.limits;
-    let input = read_input(headers, body, limits.input_bytes)
-        .await
-        .map_err(|e| ApiError::invocation(&e).with_invocation(&invocation_id))?;
     let request_id = current_request_id();
     let request = WireRequest {
         body: input,
@@ -550,18 +557,15 @@ pub async fn invoke(
     ))
 }
 
-/// The input, refused before reading when its declared length is over the limit and while
-/// reading when it grows past it.
-async fn read_input(
-    headers: &HeaderMap,
-    body: Body,
-    limit: u64,
-) -> Result<Vec<u8>, InvocationError> {
+/// The input, refused before reading when its declared length is over the limit, while
+/// reading when it grows past it, and when it does not arrive in time (`408
+/// request_timeout`: every request body has a deadline, [`super::body_deadline`]).
+async fn read_input(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult<Vec<u8>> {
     let too_large = |size: String| {
-        InvocationError::new(
+        ApiError::invocation(&InvocationError::new(
             ErrorKind::InputTooLarge,
             format!("the input is {size}; this extension accepts at most {limit} bytes"),
-        )
+        ))
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -577,15 +581,16 @@ async fn read_input(
         .await
         .map(|bytes| bytes.to_vec())
         .map_err(|error| {
-            let over = std::error::Error::source(&error)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over {
+            let source = std::error::Error::source(&error);
+            if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
                 too_large("larger than that".into())
+            } else if source.is_some_and(super::is_body_timeout) {
+                super::body_timed_out()
             } else {
-                InvocationError::new(
+                ApiError::invocation(&InvocationError::new(
                     ErrorKind::InputTooLarge,
                     format!("the input could not be read: {error}"),
-                )
+                ))
             }
         })
 }

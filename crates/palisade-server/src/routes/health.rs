@@ -1,4 +1,5 @@
-//! Liveness, readiness, metrics and the API description: the endpoints that need no token.
+//! Liveness, readiness, metrics and the API description: the endpoints that need no token
+//! (but `/metrics`, which needs a platform role's token).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palisade_api::Health;
 
+use crate::auth::{Action, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -47,10 +49,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Metrics in the Prometheus/OpenMetrics text format.
+/// Metrics in the Prometheus/OpenMetrics text format. They name every tenant, extension and
+/// outcome, so they need a platform role's token (Prometheus: `authorization` with a
+/// platform-reviewer token in a `credentials_file`).
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"),
+              (status = 401, body = palisade_api::ErrorBody), (status = 403, body = palisade_api::ErrorBody)))]
+pub async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    if let Err(error) = caller.authorize(Action::ReadMetrics) {
+        return error.into_response();
+    }
     match state.metrics.encode() {
         Ok(text) => (
             [(

@@ -10,12 +10,18 @@ pub mod state;
 pub mod tenants;
 pub mod tokens;
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::Response;
 use axum::routing::{get, post};
 use palisade_api::ApiErrorKind;
 use serde::de::DeserializeOwned;
@@ -162,6 +168,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn(body_deadline))
         .layer(axum::middleware::from_fn(crate::telemetry::request_context))
         .with_state(state)
 }
@@ -197,7 +204,7 @@ async fn count_requests(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     request: Request,
     next: axum::middleware::Next,
-) -> axum::response::Response {
+) -> Response {
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
@@ -208,6 +215,75 @@ async fn count_requests(
         .metrics
         .record_http(&route, &method, response.status().as_u16());
     response
+}
+
+/// How long a request body may take to arrive: a base allowance plus time at a minimum
+/// transfer rate for the bytes it declares (or, without a length, for the largest body any
+/// route takes). A client that sends headers and then nothing, or trickles, is cut off.
+pub fn body_read_timeout(declared: Option<u64>) -> Duration {
+    const BASE: Duration = Duration::from_secs(10);
+    const MIN_BYTES_PER_SECOND: u64 = 256 << 10;
+    let bytes = declared.unwrap_or(MAX_PUBLISH_BODY as u64);
+    BASE + Duration::from_secs(bytes / MIN_BYTES_PER_SECOND)
+}
+
+/// The error a request body that did not arrive in time reads as.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
+
+/// `408 request_timeout`.
+pub fn body_timed_out() -> ApiError {
+    ApiError::new(
+        ApiErrorKind::RequestTimeout,
+        "the request body did not arrive in time (send it at 256 KiB/s or faster)",
+    )
+}
+
+/// A body that fails with [`BodyTimedOut`] once its deadline passes.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl axum::body::HttpBody for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives every request body a deadline ([`body_read_timeout`]).
+async fn body_deadline(request: Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let timeout = body_read_timeout(declared);
+    let request = request.map(|inner| {
+        Body::new(DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        })
+    });
+    next.run(request).await
 }
 
 /// Splits `name:verb` into its parts.
@@ -231,6 +307,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => {
+                if std::error::Error::source(&rejection).is_some_and(is_body_timeout) {
+                    return Err(body_timed_out());
+                }
                 let kind = match rejection.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => ApiErrorKind::PayloadTooLarge,
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiErrorKind::UnsupportedMediaType,
@@ -240,6 +319,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             }
         }
     }
+}
+
+pub(crate) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<BodyTimedOut>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Path parameters whose rejection (not UTF-8, wrong shape) is a typed `400`.

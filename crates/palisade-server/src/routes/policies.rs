@@ -85,6 +85,10 @@ async fn change(
     if reason.trim().is_empty() {
         return Err(ApiError::invalid("give a `reason` for the change"));
     }
+    // One policy change at a time, from reading the head to installing the engine, so a
+    // change is always planned on the stored head and the engine in force is always built
+    // from it (racing changes used to install engines built from their own stale snapshots).
+    let _serialised = state.policy_writes.lock().await;
     let snapshot = state.store.policy_snapshot().await?;
     let meta = ChangeMeta {
         author: caller.principal.id.clone(),
@@ -104,8 +108,8 @@ async fn change(
         }),
         Applied::Stored { record, diff } => {
             state.store.append_policy(&caller.actor(), &record).await?;
-            let engine =
-                engine_at(&snapshot, None).map_err(|e| ApiError::internal(e.to_string()))?;
+            let head = state.store.policy_snapshot().await?;
+            let engine = engine_at(&head, None).map_err(|e| ApiError::internal(e.to_string()))?;
             state.set_policy(engine);
             Ok(PolicyChange {
                 stored: true,

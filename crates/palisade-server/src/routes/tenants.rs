@@ -23,6 +23,10 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
     caller.authorize(Action::CreateTenant)?;
     let tenant = state.store.create_tenant(&caller.actor(), &body.id).await?;
+    // The slot allocated with the tenant, so its first worker runs under its own uid.
+    if let Some(slot) = state.store.tenant_uid_slot(&tenant.id).await? {
+        state.tenant_uids.set(&tenant.id, slot);
+    }
     state.tenant_changed(&tenant.id, tenant.state);
     Ok((StatusCode::CREATED, Json(tenant)))
 }

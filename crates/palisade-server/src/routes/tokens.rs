@@ -55,11 +55,21 @@ pub async fn create(
             tenant: None,
             ..
         } => {
+            let missing = || ApiError::not_found(format!("principal {principal}"));
             let existing = state
                 .store
                 .principal(&principal)
                 .await?
-                .ok_or_else(|| ApiError::not_found(format!("principal {principal}")))?;
+                .ok_or_else(missing)?;
+            // For a tenant role, a principal of another tenant or of the platform answers
+            // exactly as a missing one: the caller must not learn that it, or its tenant,
+            // exists.
+            if caller
+                .own_tenant()
+                .is_some_and(|own| existing.tenant.as_deref() != Some(own))
+            {
+                return Err(missing());
+            }
             authorize_minting(&caller, existing.role, existing.tenant.as_deref())?;
             NewToken::For {
                 principal,

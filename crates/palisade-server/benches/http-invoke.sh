@@ -97,4 +97,4 @@ sleep 2
 run "quiet tenant under the flood" 2 "$(url quiet)"
 wait $FLOOD
 echo "-- the flood:"; grep -E 'Requests/sec|Non-2xx|requests in' "$SCRIPTS/flood.txt"
-curl -fsS "$PALISADE_SERVER/metrics" | grep -E '^palisade_admissions_rejected_total|^palisade_workers_(started|live)' || true
+curl -fsS -H "Authorization: Bearer $PALISADE_TOKEN" "$PALISADE_SERVER/metrics" | grep -E '^palisade_admissions_rejected_total|^palisade_workers_(started|live)' || true

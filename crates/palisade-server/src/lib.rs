@@ -183,7 +183,7 @@ pub async fn build_state(
     let metrics = metrics::Metrics::new(config.max_tenant_labels, Arc::clone(&executor));
     let signing_keys = signing::load(&store).await?;
     let gateway = palisade_egress::Gateway::new(Arc::clone(&config.resolver), Some(signing_keys));
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         store,
         config.settings.clone(),
         executor,
@@ -191,9 +191,9 @@ pub async fn build_state(
         admission::Admission::new(config.admission.clone()),
         engine,
         gateway,
-        uids,
-    ));
-    Ok((state, admin_token))
+    );
+    state.tenant_uids = uids;
+    Ok((Arc::new(state), admin_token))
 }
 
 fn key_provider(config: &ServerConfig) -> Result<Arc<dyn KeyProvider>, ServerError> {

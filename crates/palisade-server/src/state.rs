@@ -79,7 +79,7 @@ pub struct AppState {
     deployments: Generational<HashMap<DeploymentKey, Arc<Resolved>>>,
     /// Set when shutdown starts: `/readyz` fails so load balancers stop sending work.
     pub draining: AtomicBool,
-    /// Each tenant's host uid slot, shared with the jail launcher.
+    /// Each tenant's host uid slot, shared with the jail launcher (set by `build_state`).
     pub tenant_uids: palisade_worker::jailed::TenantUids,
 }
 
@@ -137,7 +137,6 @@ impl AppState {
         admission: Admission,
         policy: PolicyEngine,
         gateway: palisade_egress::Gateway,
-        tenant_uids: palisade_worker::jailed::TenantUids,
     ) -> Self {
         Self {
             store,
@@ -153,7 +152,7 @@ impl AppState {
             tenants: Generational::default(),
             deployments: Generational::default(),
             draining: AtomicBool::new(false),
-            tenant_uids,
+            tenant_uids: palisade_worker::jailed::TenantUids::default(),
         }
     }
 

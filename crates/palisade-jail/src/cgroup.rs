@@ -2,6 +2,11 @@
 //! v2 (unified) implementations. The launcher creates the cgroup, attaches the jailed process
 //! before it runs any untrusted code, reads the OOM counter after it exits and removes the
 //! cgroup when it is empty.
+//!
+//! Paths are `<controller>/palisade/<instance>/<tenant>` (v1) and
+//! `<root>/palisade/<instance>/<tenant>` (v2): scoped by server instance, so two servers on one
+//! host never share a tenant's cgroup. Removal also removes the instance directory once empty,
+//! and only ever touches this instance's directories.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -24,6 +29,10 @@ pub trait Cgroup: std::fmt::Debug {
     /// Removes the cgroup once empty; waits up to `timeout` for exiting tasks. A cgroup still
     /// used by another worker of the same tenant is left in place.
     fn remove(&self, timeout: Duration);
+    /// The cgroup's directories (one per controller on v1, one on v2).
+    fn dirs(&self) -> Vec<PathBuf>;
+    /// Writes `limits` into the cgroup's files (at creation and on later updates).
+    fn apply(&self, limits: &CgroupLimits) -> Result<(), JailError>;
 }
 
 /// Why the cgroup layer is unavailable: (reason, how to enable).
@@ -32,29 +41,77 @@ pub type Unavailable = (String, String);
 /// Picks the hierarchy and creates the tenant's cgroup with its limits.
 pub fn create(
     version: CgroupVersion,
+    instance: &str,
     tenant: &str,
     limits: &CgroupLimits,
 ) -> Result<Result<Box<dyn Cgroup>, Unavailable>, JailError> {
+    // Both are validated by `crate::validate`; checked again because they become paths.
+    if !crate::config::valid_instance(instance) {
+        return Err(JailError::InvalidConfig(format!(
+            "instance {instance:?} must be 1-32 characters of [a-z0-9-]"
+        )));
+    }
     let v2_root = v2_root();
-    let v2_has_memory = v2_root
-        .as_deref()
-        .map(|r| v2_controllers(r).iter().any(|c| c == "memory"))
-        .unwrap_or(false);
-    let use_v2 = match version {
-        CgroupVersion::V2 => true,
-        CgroupVersion::V1 => false,
-        CgroupVersion::Auto => v2_has_memory || !Path::new(CGROUP_FS).join("memory").exists(),
-    };
-    if use_v2 {
+    if uses_v2(version, v2_root.as_deref()) {
         let Some(root) = v2_root else {
             return Ok(Err((
                 "no cgroup v2 hierarchy is mounted".into(),
                 "mount cgroup2 at /sys/fs/cgroup (systemd.unified_cgroup_hierarchy=1)".into(),
             )));
         };
-        V2::create(root, tenant, limits).map(|r| r.map(|c| Box::new(c) as Box<dyn Cgroup>))
+        V2::create(root, instance, tenant, limits)
+            .map(|r| r.map(|c| Box::new(c) as Box<dyn Cgroup>))
     } else {
-        V1::create(tenant, limits).map(|r| r.map(|c| Box::new(c) as Box<dyn Cgroup>))
+        V1::create(instance, tenant, limits).map(|r| r.map(|c| Box::new(c) as Box<dyn Cgroup>))
+    }
+}
+
+fn uses_v2(version: CgroupVersion, v2_root: Option<&Path>) -> bool {
+    let v2_has_memory = v2_root.is_some_and(|r| v2_controllers(r).iter().any(|c| c == "memory"));
+    match version {
+        CgroupVersion::V2 => true,
+        CgroupVersion::V1 => false,
+        CgroupVersion::Auto => v2_has_memory || !Path::new(CGROUP_FS).join("memory").exists(),
+    }
+}
+
+/// Writes `limits` into the tenant's cgroup if it exists (a worker of the tenant runs), and
+/// never creates one: the launcher that made it removes it. `Ok(false)` when there is none.
+/// A cgroup removed while this runs is not an error.
+pub fn update(
+    version: CgroupVersion,
+    instance: &str,
+    tenant: &str,
+    limits: &CgroupLimits,
+) -> Result<bool, JailError> {
+    if !crate::config::valid_instance(instance) {
+        return Err(JailError::InvalidConfig(format!(
+            "instance {instance:?} must be 1-32 characters of [a-z0-9-]"
+        )));
+    }
+    let root = v2_root();
+    let cgroup: Box<dyn Cgroup> = if uses_v2(version, root.as_deref()) {
+        let Some(root) = root else { return Ok(false) };
+        Box::new(V2 {
+            dir: root.join(PALISADE).join(instance).join(tenant),
+        })
+    } else {
+        Box::new(V1 {
+            dirs: V1::dirs_of(instance, tenant, limits),
+        })
+    };
+    let exists = || {
+        let dirs = cgroup.dirs();
+        !dirs.is_empty() && dirs.iter().all(|d| d.is_dir())
+    };
+    if !exists() {
+        return Ok(false);
+    }
+    match cgroup.apply(limits) {
+        Ok(()) => Ok(true),
+        // The tenant's last worker exited and its launcher removed the cgroup meanwhile.
+        Err(_) if !exists() => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -94,13 +151,21 @@ fn write(path: &Path, value: &str) -> Result<(), JailError> {
 }
 
 fn mkdir(path: &Path) -> Result<(), JailError> {
-    match fs::create_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(JailError::Setup {
-            layer: Layer::Cgroups,
-            message: format!("mkdir {}: {e}", path.display()),
-        }),
+    // A concurrent launcher of this instance may remove the (then empty) instance directory
+    // between our mkdirs: retry a few times.
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound && attempts < 5 => attempts += 1,
+            Err(e) => {
+                return Err(JailError::Setup {
+                    layer: Layer::Cgroups,
+                    message: format!("mkdir {}: {e}", path.display()),
+                });
+            }
+        }
     }
 }
 
@@ -139,6 +204,36 @@ fn rmdir_when_empty(dir: &Path, deadline: Instant) {
     }
 }
 
+/// Removes a tenant cgroup directory once empty, then its instance directory if that is
+/// empty too (another tenant of this instance keeps it; `rmdir` never removes a non-empty
+/// directory, so other instances' and tenants' directories are never touched).
+fn remove_tenant_dir(dir: &Path, deadline: Instant) {
+    rmdir_when_empty(dir, deadline);
+    if let Some(instance_dir) = dir.parent() {
+        let _ = fs::remove_dir(instance_dir);
+    }
+}
+
+/// Supervisor-side cleanup after the launcher died without removing its cgroup: removes each
+/// of `dirs` (as reported by the launcher) once empty, plus the instance directory when
+/// empty. Only paths of the form `.../palisade/<instance>/<tenant>` under the cgroup mount
+/// are touched. The caller has already killed its jail (through its pidfd: the whole PID
+/// namespace); tasks still listed after a short grace belong to another worker of the same
+/// tenant and keep the cgroup.
+pub(crate) fn remove_dirs(dirs: &[PathBuf], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    for d in dirs {
+        let ours = d.starts_with(CGROUP_FS)
+            && d.parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == PALISADE);
+        if ours {
+            remove_tenant_dir(d, deadline);
+        }
+    }
+}
+
 /// The controllers `limits` needs; the block I/O controller is `blkio` on v1 and `io` on v2.
 fn wanted_controllers(limits: &CgroupLimits, io: &'static str) -> Vec<&'static str> {
     [
@@ -152,14 +247,19 @@ fn wanted_controllers(limits: &CgroupLimits, io: &'static str) -> Vec<&'static s
     .collect()
 }
 
-/// cgroup v1: one directory per controller, `/sys/fs/cgroup/<controller>/palisade/<tenant>`.
+/// cgroup v1: one directory per controller,
+/// `/sys/fs/cgroup/<controller>/palisade/<instance>/<tenant>`.
 #[derive(Debug)]
 pub struct V1 {
     dirs: Vec<(&'static str, PathBuf)>,
 }
 
 impl V1 {
-    fn create(tenant: &str, limits: &CgroupLimits) -> Result<Result<V1, Unavailable>, JailError> {
+    fn create(
+        instance: &str,
+        tenant: &str,
+        limits: &CgroupLimits,
+    ) -> Result<Result<V1, Unavailable>, JailError> {
         let wanted = wanted_controllers(limits, "blkio");
         for c in &wanted {
             if !v1_controller(c) {
@@ -171,14 +271,35 @@ impl V1 {
                 )));
             }
         }
-        let dirs: Vec<(&'static str, PathBuf)> = wanted
-            .iter()
-            .map(|c| (*c, Path::new(CGROUP_FS).join(c).join(PALISADE).join(tenant)))
-            .collect();
+        let dirs = Self::dirs_of(instance, tenant, limits);
         for (_, d) in &dirs {
             mkdir(d)?;
         }
         let cg = V1 { dirs };
+        cg.write_limits(limits)?;
+        Ok(Ok(cg))
+    }
+
+    fn dirs_of(
+        instance: &str,
+        tenant: &str,
+        limits: &CgroupLimits,
+    ) -> Vec<(&'static str, PathBuf)> {
+        wanted_controllers(limits, "blkio")
+            .into_iter()
+            .map(|c| {
+                let dir = Path::new(CGROUP_FS)
+                    .join(c)
+                    .join(PALISADE)
+                    .join(instance)
+                    .join(tenant);
+                (c, dir)
+            })
+            .collect()
+    }
+
+    fn write_limits(&self, limits: &CgroupLimits) -> Result<(), JailError> {
+        let cg = self;
         if let (Some(max), Some(d)) = (limits.memory_max, cg.dir("memory")) {
             let limit = d.join("memory.limit_in_bytes");
             let memsw = d.join("memory.memsw.limit_in_bytes");
@@ -214,7 +335,7 @@ impl V1 {
                 }
             }
         }
-        Ok(Ok(cg))
+        Ok(())
     }
 
     fn dir(&self, controller: &str) -> Option<&Path> {
@@ -242,12 +363,20 @@ impl Cgroup for V1 {
     fn remove(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         for (_, d) in &self.dirs {
-            rmdir_when_empty(d, deadline);
+            remove_tenant_dir(d, deadline);
         }
+    }
+
+    fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    fn apply(&self, limits: &CgroupLimits) -> Result<(), JailError> {
+        self.write_limits(limits)
     }
 }
 
-/// cgroup v2: one directory, `<root>/palisade/<tenant>`.
+/// cgroup v2: one directory, `<root>/palisade/<instance>/<tenant>`.
 #[derive(Debug)]
 pub struct V2 {
     dir: PathBuf,
@@ -256,6 +385,7 @@ pub struct V2 {
 impl V2 {
     fn create(
         root: PathBuf,
+        instance: &str,
         tenant: &str,
         limits: &CgroupLimits,
     ) -> Result<Result<V2, Unavailable>, JailError> {
@@ -280,9 +410,14 @@ impl V2 {
             }
         }
         let enable: String = wanted.iter().map(|c| format!("+{c} ")).collect();
-        let parent = root.join(PALISADE);
+        let palisade = root.join(PALISADE);
+        let parent = palisade.join(instance);
         if !wanted.is_empty() {
             write(&root.join("cgroup.subtree_control"), enable.trim())?;
+        }
+        mkdir(&palisade)?;
+        if !wanted.is_empty() {
+            write(&palisade.join("cgroup.subtree_control"), enable.trim())?;
         }
         mkdir(&parent)?;
         if !wanted.is_empty() {
@@ -290,6 +425,13 @@ impl V2 {
         }
         let dir = parent.join(tenant);
         mkdir(&dir)?;
+        let cg = V2 { dir };
+        cg.write_limits(limits)?;
+        Ok(Ok(cg))
+    }
+
+    fn write_limits(&self, limits: &CgroupLimits) -> Result<(), JailError> {
+        let dir = &self.dir;
         if let Some(max) = limits.memory_max {
             write(&dir.join("memory.max"), &max.to_string())?;
             let swap = dir.join("memory.swap.max");
@@ -318,7 +460,7 @@ impl V2 {
             }
             write(&dir.join("io.max"), &line)?;
         }
-        Ok(Ok(V2 { dir }))
+        Ok(())
     }
 }
 
@@ -332,7 +474,15 @@ impl Cgroup for V2 {
     }
 
     fn remove(&self, timeout: Duration) {
-        rmdir_when_empty(&self.dir, Instant::now() + timeout);
+        remove_tenant_dir(&self.dir, Instant::now() + timeout);
+    }
+
+    fn dirs(&self) -> Vec<PathBuf> {
+        vec![self.dir.clone()]
+    }
+
+    fn apply(&self, limits: &CgroupLimits) -> Result<(), JailError> {
+        self.write_limits(limits)
     }
 }
 

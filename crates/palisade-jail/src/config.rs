@@ -8,9 +8,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JailConfig {
-    /// Tenant id: names the cgroup `/<controller>/palisade/<tenant>`. `[A-Za-z0-9_.-]`, at most
-    /// 64 bytes, not `.` or `..`.
+    /// Tenant id: names the cgroup `/<controller>/palisade/<instance>/<tenant>`.
+    /// `[A-Za-z0-9_.-]`, at most 64 bytes, not `.` or `..`.
     pub tenant: String,
+    /// This server instance's id: scopes the cgroups (`palisade/<instance>/<tenant>`) so two
+    /// servers on one host never share or overwrite each other's limits, even for tenants of
+    /// the same name. `[a-z0-9-]`, 1 to 32 bytes. [`JailConfig::new`] sets
+    /// [`default_instance`], random per process.
+    pub instance: String,
     /// Host uid that the jail's root (uid 0 inside) maps to. Use one per tenant
     /// (e.g. `100_000 + 1000 * n`): `RLIMIT_NPROC` counts per host uid.
     pub host_uid: u32,
@@ -49,6 +54,7 @@ impl JailConfig {
     pub fn new(tenant: impl Into<String>, host_uid: u32, host_gid: u32) -> Self {
         JailConfig {
             tenant: tenant.into(),
+            instance: default_instance().to_owned(),
             host_uid,
             host_gid,
             readonly_paths: Vec::new(),
@@ -63,6 +69,31 @@ impl JailConfig {
             launcher_args: Vec::new(),
         }
     }
+}
+
+/// The process's default instance id: 12 hex characters, random per process (from the
+/// randomly seeded std hasher, mixed with the pid and the start time), fixed for its life.
+pub fn default_instance() -> &'static str {
+    use std::hash::{BuildHasher, Hasher};
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        h.write_u128(now);
+        format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+    })
+}
+
+/// Whether `instance` is a valid [`JailConfig::instance`]: `[a-z0-9-]{1,32}`.
+pub fn valid_instance(instance: &str) -> bool {
+    !instance.is_empty()
+        && instance.len() <= 32
+        && instance
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Per-tenant cgroup limits.

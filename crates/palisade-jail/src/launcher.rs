@@ -42,10 +42,22 @@ pub(crate) struct LaunchRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum LauncherMsg {
-    Pid { pid: u32 },
-    Started { applied: AppliedLayers },
-    Failed { error: WireError },
-    Exit { report: ExitReport },
+    Pid {
+        pid: u32,
+    },
+    Started {
+        applied: AppliedLayers,
+        /// The cgroup directories the launcher created, so the supervisor can remove them
+        /// if the launcher dies before it does.
+        #[serde(default)]
+        cgroups: Vec<PathBuf>,
+    },
+    Failed {
+        error: WireError,
+    },
+    Exit {
+        report: ExitReport,
+    },
 }
 
 /// A message from the jail child to the launcher, before exec.
@@ -130,7 +142,12 @@ fn run() -> Result<(), JailError> {
 
     // Host capabilities, checked before anything is created.
     let cg: Option<Box<dyn Cgroup>> = if config.layers.cgroups {
-        match cgroup::create(config.cgroup_version, &config.tenant, &config.limits)? {
+        match cgroup::create(
+            config.cgroup_version,
+            &config.instance,
+            &config.tenant,
+            &config.limits,
+        )? {
             Ok(cg) => Some(cg),
             Err((reason, how)) => {
                 missing(Layer::Cgroups, reason, how)?;
@@ -208,6 +225,7 @@ fn run() -> Result<(), JailError> {
         stage1,
         clone3,
         applied: applied.clone(),
+        launcher_pid: std::process::id(),
     };
 
     let (go_r, go_w) = sys::pipe().map_err(|e| JailError::io("pipe", e))?;
@@ -307,7 +325,8 @@ fn run() -> Result<(), JailError> {
             if cg.is_some() {
                 applied.active.insert(0, Layer::Cgroups);
             }
-            emit(&LauncherMsg::Started { applied });
+            let cgroups = cg.as_ref().map(|c| c.dirs()).unwrap_or_default();
+            emit(&LauncherMsg::Started { applied, cgroups });
         }
         Err(e) => {
             let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
@@ -393,6 +412,8 @@ struct Plan<'a> {
     stage1: seccomp::Program,
     clone3: seccomp::Program,
     applied: AppliedLayers,
+    /// The launcher's pid, saved before clone3: the child's parent.
+    launcher_pid: u32,
 }
 
 /// The jail child: waits for the go byte, applies every layer in order, execs.
@@ -553,6 +574,10 @@ fn child_setup(
     } else if !l.user_ns {
         become_host_ids(c)?;
     }
+    // The credential changes above (setresuid/setresgid, in the user namespace or to the host
+    // ids) cleared the parent-death signal: arm it again, after the last one, then make sure
+    // the launcher did not die in between (the signal would then never come).
+    rearm_parent_death_signal(plan, report)?;
     if plan.use_seccomp {
         plan.stage1.apply_all_threads()?;
         plan.clone3.apply_all_threads()?;
@@ -570,6 +595,34 @@ fn child_setup(
         program: PathBuf::from(OsString::from_vec(plan.program.as_bytes().to_vec())),
         message: e.to_string(),
     })
+}
+
+/// Sets `PR_SET_PDEATHSIG` (SIGKILL) again and exits at once if the launcher is already
+/// gone: outside a PID namespace `getppid()` no longer equals the launcher's pid; inside one
+/// the parent is invisible (`getppid()` is 0), so the report pipe tells: the launcher holds
+/// its read end until exec, so a write end in error means the launcher is dead.
+fn rearm_parent_death_signal(plan: &Plan<'_>, report: &File) -> Result<(), JailError> {
+    step(
+        Layer::PidNs,
+        "prctl(PR_SET_PDEATHSIG) after the credential change",
+        sys::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+        .map(drop),
+    )?;
+    let parent_gone = if plan.config.layers.pid_ns {
+        sys::getppid() != 0
+    } else {
+        u32::try_from(sys::getppid()).ok() != Some(plan.launcher_pid)
+    };
+    if parent_gone || sys::pipe_reader_gone(report.as_fd()).unwrap_or(true) {
+        sys::exit_now(126);
+    }
+    Ok(())
 }
 
 /// Where the new root is assembled before `pivot_root`. `/sys` is never a bind source, so

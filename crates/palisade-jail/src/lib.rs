@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::config::{
     AppliedLayers, CgroupLimits, CgroupVersion, IoThrottle, JailConfig, Layer, Layers,
-    MissingLayer, Mode, RlimitConfig,
+    MissingLayer, Mode, RlimitConfig, default_instance, valid_instance,
 };
 pub use crate::doctor::{LayerStatus, doctor};
 pub use crate::error::JailError;
@@ -112,6 +112,8 @@ pub struct Jailed {
     pidfd: OwnedFd,
     applied: AppliedLayers,
     launcher: Child,
+    /// The cgroup directories the launcher created (it removes them itself unless it dies).
+    cgroups: Vec<PathBuf>,
     lifeline: Option<ChildStdin>,
     reports: BufReader<ChildStdout>,
     killed: AtomicBool,
@@ -122,6 +124,11 @@ impl Jailed {
     /// The jailed process's pid (in the caller's PID namespace).
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The launcher's pid (the jailed process's parent).
+    pub fn launcher_pid(&self) -> u32 {
+        self.launcher.id()
     }
 
     /// Which layers are active, missing (degraded mode) or switched off.
@@ -189,11 +196,19 @@ impl Jailed {
 
 impl Drop for Jailed {
     /// Closes the lifeline (the launcher kills the jail if it still runs), then reaps the
-    /// launcher, which removes the cgroup first. Blocks for as long as that takes
-    /// (milliseconds); async callers drop it in `spawn_blocking`.
+    /// launcher, which removes the cgroup first. If the launcher died instead of exiting
+    /// normally (killed, say), its cgroup is still there: kill the jail (its whole PID
+    /// namespace, through the pidfd), wait for it to exit and remove the cgroup here. Blocks
+    /// for as long as that takes (milliseconds); async callers drop it in `spawn_blocking`.
     fn drop(&mut self) {
         drop(self.lifeline.take());
-        let _ = self.launcher.wait();
+        let clean_exit = self.launcher.wait().is_ok_and(|s| s.success());
+        if !clean_exit && !self.cgroups.is_empty() {
+            let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            // The pidfd turns readable once the process has exited (left its cgroup).
+            let _ = sys::poll_readable(&[self.pidfd.as_fd()], 2000);
+            cgroup::remove_dirs(&self.cgroups, std::time::Duration::from_secs(2));
+        }
     }
 }
 
@@ -296,8 +311,8 @@ pub fn spawn(
     if let Err(e) = stdin.write_all(b"ack\n").and_then(|()| stdin.flush()) {
         return fail(child, JailError::io("ack to the launcher", e));
     }
-    let applied = match read_msg(&mut reports) {
-        Ok(LauncherMsg::Started { applied }) => applied,
+    let (applied, cgroups) = match read_msg(&mut reports) {
+        Ok(LauncherMsg::Started { applied, cgroups }) => (applied, cgroups),
         Ok(LauncherMsg::Failed { error }) => {
             let _ = child.wait();
             return Err(error.into());
@@ -315,11 +330,34 @@ pub fn spawn(
         pidfd,
         applied,
         launcher: child,
+        cgroups,
         lifeline: Some(stdin),
         reports,
         killed: AtomicBool::new(false),
         exit: None,
     })
+}
+
+/// Writes `config.limits` into the running cgroup of `config.tenant` (this instance's), so a
+/// policy change reaches workers that are already running; workers started later get the
+/// limits from their own `config`. Creates nothing: `Ok(false)` when the tenant has no
+/// cgroup now (no worker runs) or the cgroup layer is off.
+pub fn update_cgroup_limits(config: &JailConfig) -> Result<bool, JailError> {
+    if !config.layers.cgroups {
+        return Ok(false);
+    }
+    if !valid_tenant(&config.tenant) {
+        return Err(JailError::InvalidConfig(format!(
+            "tenant {:?} is not a valid cgroup name",
+            config.tenant
+        )));
+    }
+    cgroup::update(
+        config.cgroup_version,
+        &config.instance,
+        &config.tenant,
+        &config.limits,
+    )
 }
 
 /// Installs seccomp stage 2 on every thread of the calling process (TSYNC): from then on
@@ -411,20 +449,29 @@ pub fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, JailError> {
     Ok(libs)
 }
 
+/// A tenant name usable as a cgroup directory: 1-64 of `[A-Za-z0-9_.-]`, not `.` or `..`.
+fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// Checks a config before anything is created.
 pub(crate) fn validate(config: &JailConfig, program: &Path) -> Result<(), JailError> {
     let bad = |m: String| Err(JailError::InvalidConfig(m));
     let t = &config.tenant;
-    if t.is_empty()
-        || t.len() > 64
-        || t == "."
-        || t == ".."
-        || !t
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
+    if !valid_tenant(t) {
         return bad(format!(
             "tenant {t:?} must be 1-64 characters of [A-Za-z0-9_.-], not . or .."
+        ));
+    }
+    if !valid_instance(&config.instance) {
+        return bad(format!(
+            "instance {:?} must be 1-32 characters of [a-z0-9-]",
+            config.instance
         ));
     }
     if config.layers.user_ns && (config.host_uid == 0 || config.host_gid == 0) {

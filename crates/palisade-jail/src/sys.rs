@@ -346,6 +346,31 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }
 
+/// `getppid(2)`.
+pub fn getppid() -> libc::pid_t {
+    // SAFETY: getppid has no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::getppid() }
+}
+
+/// Whether the read end of the pipe whose write end is `fd` is closed everywhere (`poll`
+/// reports `POLLERR` on a pipe's write end without readers). Does not block.
+pub fn pipe_reader_gone(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is one live pollfd struct, and nfds is 1.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        match check(rc) {
+            Ok(_) => return Ok(pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// CPU time (user + system, microseconds) of reaped children.
 pub fn children_cpu_usec() -> u64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use palisade_jail::{
     AppliedLayers, CgroupVersion, ExitReason, ExitReport, JailConfig, JailError, Layer, Mode,
@@ -97,14 +97,25 @@ fn try_run(c: &JailConfig, args: &[&str]) -> Result<Run, JailError> {
     ours.set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
     let args: Vec<_> = args.iter().map(Into::into).collect();
-    let jailed = spawn(c, &probe_bin(), &args, theirs.into())?;
+    let mut jailed = spawn(c, &probe_bin(), &args, theirs.into())?;
     let applied = jailed.applied().clone();
     let mut lines = Vec::new();
     for line in BufReader::new(ours).lines() {
         let Ok(line) = line else { break };
         lines.push(serde_json::from_str::<Value>(&line).expect("probe JSON"));
     }
-    let report = jailed.wait()?;
+    // A probe that stops (say, traced and signalled) must fail the test, not hang it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        if let Some(report) = jailed.try_wait()? {
+            break report;
+        }
+        if Instant::now() > deadline {
+            jailed.kill()?;
+            panic!("the probe never exited; its lines: {lines:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let probes = lines
         .iter()
         .filter_map(|l| Some((l.get("probe")?.as_str()?.to_owned(), l.clone())))
@@ -711,8 +722,117 @@ fn invalid_configs_are_rejected_before_anything_runs() {
 
 // ---- Lifecycle. ---------------------------------------------------------------------------
 
-fn cgroup_dir(tenant: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup/pids/palisade").join(tenant)
+fn cgroup_dir(c: &JailConfig) -> PathBuf {
+    Path::new("/sys/fs/cgroup/pids/palisade")
+        .join(&c.instance)
+        .join(&c.tenant)
+}
+
+fn read_cgroup(c: &JailConfig, controller: &str, file: &str) -> String {
+    let path = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("palisade")
+        .join(&c.instance)
+        .join(&c.tenant)
+        .join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// Gone, or a zombie waiting for a reaper that is not ours.
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+#[test]
+fn same_tenant_in_two_instances_gets_separate_cgroups_and_limits() {
+    if !Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
+        eprintln!("skipped: needs the cgroup v1 pids and memory controllers");
+        return;
+    }
+    let mut a = config("inst");
+    a.cgroup_version = CgroupVersion::V1;
+    a.instance = format!("test-a-{}", std::process::id());
+    a.limits.pids_max = Some(32);
+    a.limits.memory_max = Some(256 << 20);
+    let mut b = a.clone();
+    b.instance = format!("test-b-{}", std::process::id());
+    b.limits.pids_max = Some(17);
+    b.limits.memory_max = Some(128 << 20);
+    assert_eq!(a.tenant, b.tenant);
+
+    let (_oa, ta) = UnixStream::pair().expect("pair");
+    let ja = spawn(&a, &probe_bin(), &["sleep".into()], ta.into()).expect("spawn a");
+    let (_ob, tb) = UnixStream::pair().expect("pair");
+    let jb = spawn(&b, &probe_bin(), &["sleep".into()], tb.into()).expect("spawn b");
+    assert_ne!(cgroup_dir(&a), cgroup_dir(&b));
+    // b was created second: it must not have overwritten a's limits.
+    assert_eq!(read_cgroup(&a, "pids", "pids.max"), "32");
+    assert_eq!(read_cgroup(&b, "pids", "pids.max"), "17");
+    assert_eq!(
+        read_cgroup(&a, "memory", "memory.limit_in_bytes"),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(
+        read_cgroup(&b, "memory", "memory.limit_in_bytes"),
+        (128u64 << 20).to_string()
+    );
+    let procs_a = read_cgroup(&a, "pids", "cgroup.procs");
+    assert_eq!(procs_a, ja.pid().to_string());
+    assert_eq!(
+        read_cgroup(&b, "pids", "cgroup.procs"),
+        jb.pid().to_string()
+    );
+
+    // Removing one instance's cgroup leaves the other's alone; each instance directory goes
+    // once empty.
+    drop(ja);
+    assert!(!cgroup_dir(&a).exists(), "a's cgroup left behind");
+    assert!(
+        !cgroup_dir(&a).parent().expect("instance dir").exists(),
+        "a's instance directory left behind"
+    );
+    assert_eq!(read_cgroup(&b, "pids", "pids.max"), "17");
+    assert_eq!(
+        read_cgroup(&b, "pids", "cgroup.procs"),
+        jb.pid().to_string()
+    );
+    drop(jb);
+    assert!(!cgroup_dir(&b).parent().expect("instance dir").exists());
+}
+
+#[test]
+fn killing_the_launcher_kills_the_jail_and_its_cgroup_is_removed() {
+    let c = config("orphan");
+    let (_ours, theirs) = UnixStream::pair().expect("pair");
+    let jailed = spawn(&c, &probe_bin(), &["sleep".into()], theirs.into()).expect("spawn");
+    let pid = jailed.pid();
+    let launcher = i32::try_from(jailed.launcher_pid()).expect("pid");
+    assert!(!process_gone(pid));
+    // SIGKILL the launcher, as an OOM kill or a crash would (kill(1): no unsafe in tests).
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &launcher.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process_gone(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        process_gone(pid),
+        "jail {pid} survived its launcher {launcher}"
+    );
+    // The launcher died before removing the cgroup: the supervisor side (drop) does it.
+    drop(jailed);
+    assert!(!cgroup_dir(&c).exists(), "cgroup left behind");
 }
 
 #[test]
@@ -720,7 +840,7 @@ fn kill_try_wait_pidfd_and_cgroup_cleanup() {
     let c = config("kill");
     let (_ours, theirs) = UnixStream::pair().expect("pair");
     let mut jailed = spawn(&c, &probe_bin(), &["sleep".into()], theirs.into()).expect("spawn");
-    assert!(cgroup_dir(&c.tenant).exists() || !Path::new("/sys/fs/cgroup/pids").exists());
+    assert!(cgroup_dir(&c).exists() || !Path::new("/sys/fs/cgroup/pids").exists());
     assert_eq!(jailed.try_wait().expect("try_wait"), None);
     jailed.kill().expect("kill");
     // The pidfd becomes readable once the jail is gone.
@@ -741,7 +861,7 @@ fn kill_try_wait_pidfd_and_cgroup_cleanup() {
     assert_eq!(report.reason, ExitReason::Killed);
     jailed.kill().expect("kill is idempotent");
     drop(jailed);
-    assert!(!cgroup_dir(&c.tenant).exists(), "cgroup left behind");
+    assert!(!cgroup_dir(&c).exists(), "cgroup left behind");
 
     // Dropping a running jail kills it and removes its cgroup too.
     let c = config("drop");
@@ -753,7 +873,7 @@ fn kill_try_wait_pidfd_and_cgroup_cleanup() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "jail {pid} survived the drop"
     );
-    assert!(!cgroup_dir(&c.tenant).exists(), "cgroup left behind");
+    assert!(!cgroup_dir(&c).exists(), "cgroup left behind");
 }
 
 #[test]

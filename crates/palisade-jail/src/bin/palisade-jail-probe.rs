@@ -422,7 +422,15 @@ fn suite(args: &[String]) {
                 // SAFETY: child of a fork-like clone.
                 unsafe { libc::_exit(0) }
             }
-            Ok(pid) => Ok(format!("child {pid}")),
+            Ok(pid) => {
+                // Reap it now: a child left to exit later would send SIGCHLD after the
+                // ptrace_traceme probe below, and a traced process stops on every signal until
+                // its tracer (the launcher) continues it, which it never does.
+                let mut status = 0;
+                // SAFETY: `status` is a live int.
+                unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+                Ok(format!("child {pid}"))
+            }
             Err(e) => Err(e),
         }
     });

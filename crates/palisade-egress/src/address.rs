@@ -1,6 +1,7 @@
 //! Which addresses the gateway refuses to connect to: everything that is not a public unicast
 //! address, checked on the address it is about to connect to (never on a name), including the
-//! IPv6 forms that smuggle an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo).
+//! IPv6 forms that smuggle an IPv4 address (mapped, compatible, SIIT-translated, NAT64, 6to4,
+//! Teredo).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -98,6 +99,8 @@ fn v6_reason(ip: Ipv6Addr) -> Option<String> {
     let last_v4 = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
     match segments {
         [0, 0, 0, 0, 0, 0, _, _] => embedded(last_v4, "compatible"),
+        // SIIT (RFC 6145/7915) IPv4-translated addresses, `::ffff:0:a.b.c.d` (`::ffff:0:0/96`).
+        [0, 0, 0, 0, 0xffff, 0, _, _] => embedded(last_v4, "translated (SIIT)"),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => embedded(last_v4, "NAT64"),
         [0x64, 0xff9b, 1, ..] => Some("a local-use NAT64 address".into()),
         [0x2002, hi, lo, ..] => {
@@ -187,5 +190,19 @@ mod tests {
         assert!(odd.contains(ip("172.31.0.1")) && !odd.contains(ip("172.32.0.1")));
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn siit_translated_addresses_are_classified_by_their_ipv4_address() {
+        let loopback = forbidden(ip("::ffff:0:127.0.0.1")).unwrap_or_default();
+        assert!(loopback.contains("loopback"), "{loopback}");
+        let private = forbidden(ip("::ffff:0:10.0.0.1")).unwrap_or_default();
+        assert!(private.contains("private"), "{private}");
+        let metadata = forbidden(ip("::ffff:0:169.254.169.254")).unwrap_or_default();
+        assert!(metadata.contains("link-local"), "{metadata}");
+        assert!(
+            forbidden(ip("::ffff:0:8.8.8.8")).is_some(),
+            "the translated form is refused even for a public address"
+        );
     }
 }

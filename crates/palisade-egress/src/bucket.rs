@@ -5,7 +5,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// `rate` tokens per second, holding at most one second's worth.
+/// `rate` tokens per second, accumulating at most one second's worth while idle. Every take
+/// is charged in full: an amount larger than the bucket is admitted only after the time it
+/// needs at `rate` (the balance goes negative, and later takes wait for the debt too).
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,
@@ -21,9 +23,15 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `n` tokens, or says how long until they are there (then takes nothing). A
-    /// request larger than the bucket waits for a full bucket and takes it all.
+    /// Takes `n` tokens now, or says how long until all `n` are there (then takes nothing).
     pub fn take(&self, n: u64, now: Instant) -> Result<(), Duration> {
+        self.reserve(n, now, Duration::ZERO).map(|_| ())
+    }
+
+    /// Charges all `n` tokens if they are there within `max_wait` of `now` and returns how long
+    /// the caller must wait before going ahead (zero when they are there now); else charges
+    /// nothing and returns the wait it would need.
+    pub fn reserve(&self, n: u64, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
         let mut state = self
             .state
             .lock()
@@ -32,32 +40,36 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(*updated).as_secs_f64();
         *tokens = (*tokens + elapsed * self.rate).min(self.rate);
         *updated = now;
-        let wanted = (n as f64).min(self.rate);
-        if *tokens >= wanted {
-            *tokens -= wanted;
-            Ok(())
+        let wanted = n as f64;
+        let wait = if *tokens >= wanted {
+            Duration::ZERO
         } else {
-            Err(Duration::from_secs_f64((wanted - *tokens) / self.rate))
+            Duration::try_from_secs_f64((wanted - *tokens) / self.rate).unwrap_or(Duration::MAX)
+        };
+        if wait <= max_wait {
+            *tokens -= wanted;
+            Ok(wait)
+        } else {
+            Err(wait)
         }
     }
 }
 
 /// Takes `n` tokens, waiting for them when they are due before `deadline`; fails (with the
-/// wait it would need) only when waiting would miss the deadline.
+/// wait it would need, charging nothing) when waiting would miss the deadline.
 pub async fn take_by(
     bucket: &TokenBucket,
     n: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(), Duration> {
-    loop {
-        match bucket.take(n, Instant::now()) {
-            Ok(()) => return Ok(()),
-            Err(wait) if tokio::time::Instant::now() + wait < deadline => {
-                tokio::time::sleep(wait).await
-            }
-            Err(wait) => return Err(wait),
-        }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // Strictly before the deadline, as before.
+    let max_wait = left.saturating_sub(Duration::from_nanos(1));
+    let wait = bucket.reserve(n, Instant::now(), max_wait)?;
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -81,5 +93,58 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+    #[test]
+    fn an_amount_larger_than_the_bucket_is_charged_in_full() {
+        let bucket = TokenBucket::new(100);
+        let start = Instant::now();
+        assert!(bucket.take(100, start).is_ok(), "drain the bucket");
+        // 4R from an empty bucket needs 4 s at R.
+        let wait = bucket
+            .take(400, start)
+            .err()
+            .unwrap_or_else(|| panic!("400 tokens are not there"));
+        assert!(
+            (wait.as_secs_f64() - 4.0).abs() < 0.01,
+            "waits {wait:?}, not 4 s"
+        );
+        // A deadline shorter than the wait refuses and charges nothing.
+        assert_eq!(
+            bucket.reserve(400, start, Duration::from_secs(3)),
+            Err(wait)
+        );
+        let reserved = bucket
+            .reserve(400, start, Duration::from_secs(5))
+            .unwrap_or_else(|w| panic!("refused with {w:?}"));
+        assert!((reserved.as_secs_f64() - 4.0).abs() < 0.01);
+        // The debt is real: 4 s later the balance is back at zero, not at a full bucket.
+        let later = start + Duration::from_secs(4);
+        assert!(bucket.take(1, later).is_err());
+        assert!(bucket.take(100, later + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn a_full_bucket_does_not_admit_more_than_it_holds_at_once() {
+        let bucket = TokenBucket::new(256 << 10);
+        let now = Instant::now();
+        let wait = bucket
+            .take(1 << 20, now)
+            .err()
+            .unwrap_or_else(|| panic!("1 MiB against 256 KiB/s is not admitted at once"));
+        assert!((wait.as_secs_f64() - 3.0).abs() < 0.01, "{wait:?}");
+        // Refused takes charge nothing: the full bucket is still there.
+        assert!(bucket.take(256 << 10, now).is_ok());
+    }
+
+    #[tokio::test]
+    async fn take_by_refuses_when_the_full_charge_misses_the_deadline() {
+        let bucket = TokenBucket::new(100);
+        assert!(bucket.take(100, Instant::now()).is_ok());
+        let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+        let wait = take_by(&bucket, 400, soon)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("400 tokens at 100/s cannot come within 500 ms"));
+        assert!(wait > Duration::from_secs(3), "{wait:?}");
     }
 }

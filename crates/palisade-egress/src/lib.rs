@@ -283,19 +283,72 @@ async fn take_bandwidth(
         })
 }
 
-/// Replaces every occurrence of each secret in `bytes`.
+/// The forms in which a secret can come back: as it is, in standard base64 and base64url
+/// (padded and not, and the parts that do not depend on the bytes around it at each of the
+/// three alignments), in lowercase and uppercase hex, and percent-encoded (either hex case).
+/// Longest first, so that a longer form is replaced before a shorter form inside it.
+fn secret_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut forms = vec![secret.to_vec()];
+    for engine in [&STANDARD, &URL_SAFE] {
+        forms.push(engine.encode(secret).into_bytes());
+    }
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(secret).into_bytes());
+        for offset in 0..3usize {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(secret);
+            let encoded = engine.encode(&shifted).into_bytes();
+            // Characters made only of the secret's bits: from the first one after the
+            // `offset` leading bytes to the last one before the unknown bytes after it.
+            let first = (offset * 8).div_ceil(6);
+            let last = (offset + secret.len()) * 8 / 6;
+            if let Some(core) = encoded.get(first..last)
+                && core.len() >= 4
+            {
+                forms.push(core.to_vec());
+            }
+        }
+    }
+    let hex_lower: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    forms.push(hex_lower.to_ascii_uppercase().into_bytes());
+    forms.push(hex_lower.into_bytes());
+    for upper in [true, false] {
+        let mut encoded = Vec::with_capacity(secret.len() * 3);
+        for &b in secret {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                encoded.push(b);
+            } else if upper {
+                encoded.extend_from_slice(format!("%{b:02X}").as_bytes());
+            } else {
+                encoded.extend_from_slice(format!("%{b:02x}").as_bytes());
+            }
+        }
+        forms.push(encoded);
+    }
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    forms
+}
+
+/// Replaces every occurrence of each secret in `bytes`, in each of its [`secret_forms`].
 fn scrub(bytes: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
     let mut out = bytes.to_vec();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+    let mut forms: Vec<Vec<u8>> = secrets
+        .iter()
+        .filter(|s| s.len() >= 4)
+        .flat_map(|s| secret_forms(s))
+        .collect();
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    for form in &forms {
         let mut scrubbed = Vec::with_capacity(out.len());
         let mut rest = out.as_slice();
-        while let Some(at) = rest
-            .windows(secret.len())
-            .position(|w| w == secret.as_slice())
-        {
+        while let Some(at) = rest.windows(form.len()).position(|w| w == form.as_slice()) {
             scrubbed.extend_from_slice(&rest[..at]);
             scrubbed.extend_from_slice(REDACTED);
-            rest = &rest[at + secret.len()..];
+            rest = &rest[at + form.len()..];
         }
         scrubbed.extend_from_slice(rest);
         out = scrubbed;
@@ -303,9 +356,73 @@ fn scrub(bytes: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// The headers sent upstream: the guest's (lowercased), minus what the gateway owns and
+/// what it injects, plus the injected ones. A request that carries an injected credential
+/// asks for `accept-encoding: identity` whatever the guest asked for, so that the answer
+/// can be scrubbed (a compressed echo of a secret would pass the scrubber).
+fn outgoing_headers(
+    guest: Vec<(String, Vec<u8>)>,
+    injected: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
+) -> Vec<(String, Vec<u8>)> {
+    let credentialed = injected.iter().any(|(_, _, secret)| secret.is_some());
+    let mut headers: Vec<(String, Vec<u8>)> = guest
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
+        .filter(|(name, _)| {
+            !injected
+                .iter()
+                .any(|(header, _, _)| header.eq_ignore_ascii_case(name))
+        })
+        .filter(|(name, _)| !(credentialed && name == "accept-encoding"))
+        .collect();
+    headers.extend(
+        injected
+            .into_iter()
+            .map(|(header, value, _)| (header, value)),
+    );
+    if credentialed {
+        headers.push(("accept-encoding".into(), b"identity".to_vec()));
+    }
+    headers
+}
+
+/// Refuses the answer to a credentialed request when it is content- or transfer-coded
+/// (anything but identity, and chunked framing): its bytes could hold a secret the scrubber
+/// cannot see.
+fn refuse_encoded_response(headers: &http::HeaderMap, shown: &str) -> Result<(), EgressError> {
+    let coded = |name: http::header::HeaderName, allowed: &[&str]| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(|coding| String::from_utf8_lossy(coding).trim().to_ascii_lowercase())
+                .any(|coding| !coding.is_empty() && !allowed.contains(&coding.as_str()))
+        })
+    };
+    if coded(http::header::CONTENT_ENCODING, &["identity"])
+        || coded(http::header::TRANSFER_ENCODING, &["identity", "chunked"])
+    {
+        return Err(error(
+            EgressErrorKind::ResponseError,
+            format!(
+                "{shown}: the answer to a request with an injected credential is encoded \
+                 (content-encoding or transfer-encoding other than identity); it is not \
+                 handed to the guest, since injected secrets could not be scrubbed from it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Methods the gateway never forwards: CONNECT opens a tunnel the gateway could not check,
+/// TRACE (and IIS's TRACK) echo the request, injected credentials included.
+const NEVER_FORWARDED: [&str; 3] = ["CONNECT", "TRACE", "TRACK"];
+
 /// Headers a guest may not set: the gateway owns the connection and the framing.
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "host",
+    "te",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -407,6 +524,11 @@ impl Gateway {
             "{method} {}://{}:{}{}",
             destination.scheme, destination.host, destination.port, destination.path
         );
+        if NEVER_FORWARDED.contains(&method.as_str()) {
+            return Err(EgressError::denied(format!(
+                "{shown}: the gateway never forwards {method} requests"
+            )));
+        }
         if !invocation
             .spec
             .patterns
@@ -436,18 +558,8 @@ impl Gateway {
             .iter()
             .filter_map(|(_, _, secret)| secret.clone())
             .collect();
-        let mut headers: Vec<(String, Vec<u8>)> = request
-            .headers
-            .into_iter()
-            .map(|(name, value)| (name.to_ascii_lowercase(), value))
-            .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
-            .filter(|(name, _)| !injected.iter().any(|(header, _, _)| header == name))
-            .collect();
-        headers.extend(
-            injected
-                .into_iter()
-                .map(|(header, value, _)| (header, value)),
-        );
+        let credentialed = !secrets.is_empty();
+        let headers = outgoing_headers(request.headers, injected);
 
         let request_bytes = request.body.len() as u64
             + headers
@@ -484,6 +596,7 @@ impl Gateway {
             headers,
             request.body,
             &secrets,
+            credentialed,
             deadline,
             &shown,
         );
@@ -715,6 +828,7 @@ impl Gateway {
         headers: Vec<(String, Vec<u8>)>,
         body: Vec<u8>,
         secrets: &[Vec<u8>],
+        credentialed: bool,
         deadline: Instant,
         shown: &str,
     ) -> Result<HttpResponse, EgressError> {
@@ -783,6 +897,9 @@ impl Gateway {
         };
 
         let (parts, mut incoming) = response.into_parts();
+        if credentialed {
+            refuse_encoded_response(&parts.headers, shown)?;
+        }
         let mut body = Vec::new();
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| {
@@ -859,5 +976,303 @@ mod tests {
         assert!(!host_matches("api.example.com", "evil.api.example.com"));
         assert!(host_matches("*.example.com", "a.example.com"));
         assert!(!host_matches("*.example.com", "example.com"));
+    }
+    #[test]
+    fn secrets_are_scrubbed_in_base64_hex_and_percent_encoding() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
+        // Bytes chosen so that standard and url-safe base64 differ (`+/` vs `-_`) and padding
+        // is needed, and percent-encoding differs from the raw form.
+        let secret = b"sk?>~/ \xfb\xffQ".to_vec();
+        let secrets = vec![secret.clone()];
+        let hex_lower: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let forms = [
+            ("standard base64", STANDARD.encode(&secret)),
+            ("standard base64 unpadded", STANDARD_NO_PAD.encode(&secret)),
+            ("base64url", URL_SAFE.encode(&secret)),
+            ("base64url unpadded", URL_SAFE_NO_PAD.encode(&secret)),
+            ("lowercase hex", hex_lower.clone()),
+            ("uppercase hex", hex_lower.to_ascii_uppercase()),
+            ("percent-encoding", "sk%3F%3E~%2F%20%FB%FFQ".to_owned()),
+            (
+                "lowercase percent-encoding",
+                "sk%3f%3e~%2f%20%fb%ffQ".to_owned(),
+            ),
+        ];
+        assert_ne!(
+            forms[0].1, forms[2].1,
+            "the test secret must tell the alphabets apart"
+        );
+        assert!(
+            forms[0].1.ends_with('='),
+            "the test secret must need padding"
+        );
+        for (name, form) in &forms {
+            let body = format!("echo: <{form}> end");
+            let scrubbed = scrub(body.as_bytes(), &secrets);
+            assert_eq!(
+                String::from_utf8_lossy(&scrubbed),
+                "echo: <[redacted]> end",
+                "{name}: {form}"
+            );
+        }
+        // A secret inside a longer base64 value, at each alignment.
+        for prefix in ["", "u", "us", "use"] {
+            let encoded = STANDARD.encode([prefix.as_bytes(), &secret, b"!rest"].concat());
+            let scrubbed = scrub(encoded.as_bytes(), &secrets);
+            assert!(
+                scrubbed.windows(REDACTED.len()).any(|w| w == REDACTED),
+                "base64 of `{prefix}` + secret: {encoded}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_credentialed_request_asks_for_identity_encoding_even_if_the_guest_asked_for_gzip() {
+        let guest = vec![
+            ("Accept-Encoding".to_owned(), b"gzip, br".to_vec()),
+            ("TE".to_owned(), b"gzip".to_vec()),
+            ("x-other".to_owned(), b"1".to_vec()),
+        ];
+        let injected = vec![(
+            "authorization".to_owned(),
+            b"Bearer sk_live_123".to_vec(),
+            Some(b"sk_live_123".to_vec()),
+        )];
+        let headers = outgoing_headers(guest.clone(), injected);
+        let encodings: Vec<&[u8]> = headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("accept-encoding"))
+            .map(|(_, value)| value.as_slice())
+            .collect();
+        assert_eq!(encodings, vec![b"identity".as_slice()]);
+        assert!(!headers.iter().any(|(name, _)| name == "te"));
+        assert!(headers.iter().any(|(name, _)| name == "x-other"));
+        // Without a credential the guest's choice stands.
+        let plain = outgoing_headers(guest, Vec::new());
+        assert!(plain.contains(&("accept-encoding".to_owned(), b"gzip, br".to_vec())));
+    }
+
+    #[test]
+    fn an_encoded_answer_to_a_credentialed_request_is_refused() {
+        let mut headers = http::HeaderMap::new();
+        assert!(refuse_encoded_response(&headers, "x").is_ok());
+        headers.insert(
+            http::header::CONTENT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+        assert!(refuse_encoded_response(&headers, "x").is_ok());
+        headers.insert(
+            http::header::CONTENT_ENCODING,
+            http::HeaderValue::from_static("gzip"),
+        );
+        let err = refuse_encoded_response(&headers, "x").err();
+        assert_eq!(err.map(|e| e.kind), Some(EgressErrorKind::ResponseError));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("gzip, chunked"),
+        );
+        assert!(refuse_encoded_response(&headers, "x").is_err());
+    }
+
+    /// A loopback upstream that records each request head and answers with `answer`.
+    async fn upstream(answer: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"))
+            .port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                record
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        (port, seen)
+    }
+
+    struct TestSecrets;
+
+    #[async_trait::async_trait]
+    impl SecretSource for TestSecrets {
+        async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok((name == "api").then(|| b"sk_live_123456".to_vec()))
+        }
+    }
+
+    fn test_invocation(port: u16, credentialed: bool) -> Invocation {
+        let pattern = format!("http://127.0.0.1:{port}/ok/*");
+        Invocation::new(InvocationSpec {
+            tenant: "t".into(),
+            extension: "e".into(),
+            version: "1.0.0".into(),
+            invocation_id: "inv".into(),
+            patterns: vec![UrlPattern::parse(&pattern).unwrap_or_else(|e| panic!("{e}"))],
+            policy: Arc::new(NoPolicyLayers),
+            secrets: Arc::new(TestSecrets),
+            credentials: if credentialed {
+                vec![Credential {
+                    host: "127.0.0.1".into(),
+                    header: "authorization".into(),
+                    secret: "api".into(),
+                    format: Some("Bearer {secret}".into()),
+                }]
+            } else {
+                Vec::new()
+            },
+            tokens: Vec::new(),
+            tls: Vec::new(),
+            allow_private: vec![Cidr::parse("127.0.0.1/32").unwrap_or_else(|| panic!("cidr"))],
+            max_requests: 100,
+            max_bytes: 1 << 20,
+            deadline: Instant::now() + Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            bandwidth: 1 << 30,
+            connections: 4,
+        })
+    }
+
+    fn get(method: &str, port: u16, path: &str, headers: Vec<(String, Vec<u8>)>) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            url: format!("http://127.0.0.1:{port}{path}"),
+            headers,
+            body: Vec::new(),
+            timeout_ms: None,
+        }
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+    fn request_lines(seen: &Mutex<Vec<String>>) -> Vec<String> {
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|head| head.lines().next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_upstream_receives_the_normalised_path_and_dot_segments_never_reach_admin() {
+        let (port, seen) = upstream(OK).await;
+        let gateway = Gateway::new(Arc::new(StaticResolver::default()), None);
+        let invocation = test_invocation(port, true);
+        for (path, expected) in [
+            (
+                "/ok/./x%7euser?q=%2e%2e",
+                "GET /ok/x~user?q=%2e%2e HTTP/1.1",
+            ),
+            ("/ok//../a%2db", "GET /ok/a-b HTTP/1.1"),
+        ] {
+            let response = gateway
+                .send(&invocation, get("GET", port, path, Vec::new()))
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(response.status, 200);
+            assert_eq!(
+                request_lines(&seen).last().map(String::as_str),
+                Some(expected)
+            );
+        }
+        for path in [
+            "/ok/../admin",
+            "/ok/%2e%2e/admin",
+            "/ok/%2E%2E/admin",
+            "/ok/.%2e/admin",
+            "/ok/%2e./admin",
+        ] {
+            let err = gateway
+                .send(&invocation, get("GET", port, path, Vec::new()))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{path} must not be sent"));
+            assert_eq!(err.kind, EgressErrorKind::Denied, "{path}: {err}");
+        }
+        for path in ["/ok/..%2fadmin", "/ok/%5c..%5cadmin", "/ok/%00"] {
+            let err = gateway
+                .send(&invocation, get("GET", port, path, Vec::new()))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{path} must not be sent"));
+            assert_eq!(err.kind, EgressErrorKind::InvalidRequest, "{path}: {err}");
+        }
+        let lines = request_lines(&seen);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("admin")), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_and_trace_are_never_forwarded() {
+        let (port, seen) = upstream(OK).await;
+        let gateway = Gateway::new(Arc::new(StaticResolver::default()), None);
+        let invocation = test_invocation(port, true);
+        for method in ["CONNECT", "TRACE", "trace", "Connect"] {
+            let err = gateway
+                .send(&invocation, get(method, port, "/ok/x", Vec::new()))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{method} must be refused"));
+            assert_eq!(err.kind, EgressErrorKind::Denied, "{method}: {err}");
+            assert!(err.message.contains("never forwards"), "{err}");
+        }
+        assert!(request_lines(&seen).is_empty());
+        assert_eq!(invocation.requests_left.load(Ordering::Acquire), 100);
+    }
+
+    #[tokio::test]
+    async fn a_credentialed_request_goes_out_with_identity_and_a_gzip_answer_is_refused() {
+        let gzip = "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+        let (port, seen) = upstream(gzip).await;
+        let gateway = Gateway::new(Arc::new(StaticResolver::default()), None);
+        let guest = vec![("accept-encoding".to_owned(), b"gzip".to_vec())];
+        let err = gateway
+            .send(
+                &test_invocation(port, true),
+                get("GET", port, "/ok/x", guest.clone()),
+            )
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a gzip answer to a credentialed request must be refused"));
+        assert_eq!(err.kind, EgressErrorKind::ResponseError, "{err}");
+        let heads = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let head = heads
+            .first()
+            .cloned()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(head.contains("accept-encoding: identity\r\n"), "{head}");
+        assert!(!head.contains("gzip"), "{head}");
+        // Without a credential nothing is injected and the guest's choice stands.
+        let response = gateway
+            .send(
+                &test_invocation(port, false),
+                get("GET", port, "/ok/x", guest),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(response.status, 200);
     }
 }

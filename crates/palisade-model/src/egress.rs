@@ -192,10 +192,127 @@ fn split_url(url: &str) -> Result<UrlParts, String> {
     ))
 }
 
+/// Whether `b` is an RFC 3986 unreserved character (`ALPHA DIGIT - . _ ~`).
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Whether `b` is a control byte (`%00`-`%1F`, `%7F`).
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The one canonical form of a request path, used for pattern matching, for the policy
+/// (`resource.path`) and as the target sent upstream: percent-escapes of unreserved
+/// characters decoded, the other escapes in uppercase hex, then RFC 3986 `remove_dot_segments`.
+/// Refused (never guessed at): a path not starting with `/`, non-ASCII or control bytes, raw
+/// spaces, a backslash raw or encoded, an encoded `/`, encoded control bytes, malformed escapes, and
+/// dot segments that would climb above the root. `//` is kept as it is.
+pub fn normalize_path(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!(
+            "the path `{}` does not start with `/`",
+            raw.escape_debug()
+        ));
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if !b.is_ascii() {
+            return Err("the path contains non-ASCII bytes (percent-encode them)".into());
+        }
+        if is_control(b) || b == b' ' {
+            return Err("the path contains a control byte or a raw space".into());
+        }
+        if b == b'\\' {
+            return Err("the path contains `\\`".into());
+        }
+        if b != b'%' {
+            decoded.push(char::from(b));
+            i += 1;
+            continue;
+        }
+        let value = match (
+            bytes.get(i + 1).copied().and_then(hex_value),
+            bytes.get(i + 2).copied().and_then(hex_value),
+        ) {
+            (Some(hi), Some(lo)) => hi << 4 | lo,
+            _ => return Err("the path contains a malformed percent-escape".into()),
+        };
+        if value == b'/' || value == b'\\' || is_control(value) {
+            return Err(format!(
+                "the path contains `%{value:02X}` (an encoded `/`, `\\` or control byte)"
+            ));
+        }
+        if is_unreserved(value) {
+            decoded.push(char::from(value));
+        } else {
+            decoded.push_str(&format!("%{value:02X}"));
+        }
+        i += 3;
+    }
+    remove_dot_segments(&decoded)
+}
+
+/// RFC 3986 section 5.2.4 on an absolute path, segment by segment, refusing (rather than
+/// clamping) a `..` that would climb above the root.
+fn remove_dot_segments(path: &str) -> Result<String, String> {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (index, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err("the path climbs above the root with `..`".into());
+                }
+            }
+            other => {
+                out.push(other);
+                continue;
+            }
+        }
+        // A dot segment at the end leaves a directory: `/a/.` is `/a/`, `/a/b/..` is `/a/`.
+        if index == last {
+            out.push("");
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
+}
+
+/// Refuses control bytes, raw spaces and non-ASCII bytes in a query.
+fn check_query(query: &str) -> Result<(), String> {
+    if query
+        .bytes()
+        .any(|b| !b.is_ascii() || is_control(b) || b == b' ')
+    {
+        return Err("the query contains a control byte, a raw space or a non-ASCII byte".into());
+    }
+    Ok(())
+}
+
 impl Destination {
+    /// Parses `url` strictly; the path is normalised once here ([`normalize_path`]), so the
+    /// pattern check, the policy and the upstream all see the same path.
     pub fn parse(url: &str) -> Result<Self, EgressError> {
         let invalid = |m: String| EgressError::new(EgressErrorKind::InvalidRequest, m);
         let (scheme, host, port, path, query) = split_url(url).map_err(invalid)?;
+        let path = normalize_path(&path).map_err(invalid)?;
+        if let Some(query) = &query {
+            check_query(query).map_err(invalid)?;
+        }
         let port = match port {
             Some(port) => port
                 .parse()
@@ -229,6 +346,7 @@ impl Destination {
 impl UrlPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let (scheme, host, port, path, _) = split_url(text)?;
+        let path = normalize_path(&path).map_err(|e| format!("`{text}`: {e}"))?;
         let (port, any_port) = match port.as_deref() {
             Some("*") => (None, true),
             Some(port) => (
@@ -323,5 +441,85 @@ mod tests {
         assert!(any_port.matches(&dest("http://127.0.0.1:41234/x")));
         assert!(UrlPattern::parse("https://*evil.com").is_err());
         assert!(UrlPattern::parse("https://a.*.com").is_err());
+    }
+    #[test]
+    fn dot_segments_and_unreserved_escapes_are_normalised_before_matching() {
+        for (raw, normal) in [
+            ("/ok/../admin", "/admin"),
+            ("/ok/%2e%2e/admin", "/admin"),
+            ("/ok/%2E%2E/admin", "/admin"),
+            ("/ok/.%2e/admin", "/admin"),
+            ("/ok/%2e./admin", "/admin"),
+            ("/ok//../admin", "/ok/admin"),
+            ("/ok/./x", "/ok/x"),
+            ("/ok/%7Euser", "/ok/~user"),
+            ("/ok/a%2db", "/ok/a-b"),
+            ("/ok/a%3fb%3Ac", "/ok/a%3Fb%3Ac"),
+            ("/ok/.", "/ok/"),
+            ("/ok/x/..", "/ok/"),
+            ("/ok/", "/ok/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(dest(&format!("http://h:8080{raw}")).path, normal, "{raw}");
+        }
+        let ok = UrlPattern::parse("http://h:8080/ok/*").unwrap_or_else(|e| panic!("{e}"));
+        for raw in [
+            "/ok/../admin",
+            "/ok/%2e%2e/admin",
+            "/ok/%2E%2E/admin",
+            "/ok/.%2e/admin",
+            "/ok/%2e./admin",
+            "/ok/x/../../admin",
+        ] {
+            let d = dest(&format!("http://h:8080{raw}"));
+            assert!(d.path.starts_with("/admin"), "{raw} -> {}", d.path);
+            assert!(!ok.matches(&d), "{raw} must not match /ok/*");
+        }
+        assert!(ok.matches(&dest("http://h:8080/ok/./x")));
+        assert_eq!(
+            dest("http://h:8080/ok/%2e%2e/admin?a=%2e%2e").target(),
+            "/admin?a=%2e%2e"
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths_and_queries_are_refused_as_invalid_requests() {
+        for raw in [
+            "/ok/..%2fadmin",
+            "/ok/..%2Fadmin",
+            "/ok/%5c..%5cadmin",
+            "/ok/\\..\\admin",
+            "/%00",
+            "/ok/%1f",
+            "/ok/%7F",
+            "/ok/%",
+            "/ok/%g1",
+            "/ok/%2",
+            "/..",
+            "/ok/../..",
+            "/%2e%2e/etc",
+            "/ok/caf\u{e9}",
+            "/ok/a b",
+            "/ok/a\tb",
+            "/ok?a=b c",
+            "/ok?a=\u{1}",
+        ] {
+            let err = Destination::parse(&format!("http://h:8080{raw}"))
+                .err()
+                .unwrap_or_else(|| panic!("{raw:?} must be refused"));
+            assert_eq!(err.kind, EgressErrorKind::InvalidRequest, "{raw:?}");
+        }
+        assert!(normalize_path("ok").is_err());
+    }
+
+    #[test]
+    fn patterns_are_normalised_like_destinations() {
+        let p = UrlPattern::parse("http://h:8080/ok/./sub/../*").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.path.as_deref(), Some("/ok/*"));
+        let p = UrlPattern::parse("http://h:8080/ok/a%2db/*").unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.matches(&dest("http://h:8080/ok/a-b/x")));
+        assert!(p.matches(&dest("http://h:8080/ok/a%2Db/x")));
+        assert!(UrlPattern::parse("http://h:8080/../*").is_err());
+        assert!(UrlPattern::parse("http://h:8080/ok%2f*").is_err());
     }
 }

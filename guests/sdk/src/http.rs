@@ -152,6 +152,9 @@ pub fn send(
         .set_path_with_query(Some(path))
         .map_err(|()| invalid(format!("bad path `{path}`")))?;
     let outgoing = request.body().map_err(|()| invalid("no body".into()))?;
+    // Send first, then stream the body: the host drains the body only once the request is
+    // handed to it, so writing more than its buffer before `handle` blocks forever.
+    let future = outgoing_handler::handle(request, None).map_err(from_code)?;
     {
         let stream = outgoing
             .write()
@@ -162,7 +165,6 @@ pub fn send(
                 .map_err(|e| Error::Failed(format!("writing the body: {e:?}")))?;
         }
     }
-    let future = outgoing_handler::handle(request, None).map_err(from_code)?;
     OutgoingBody::finish(outgoing, None).map_err(from_code)?;
     future.subscribe().block();
     let response = match future.get() {

@@ -297,6 +297,25 @@ async fn allowed_calls_go_through_and_every_other_one_is_refused_with_its_reason
 }
 
 #[tokio::test]
+async fn request_bodies_over_one_stream_write_go_out_whole() {
+    // The SDK wrote the whole body before sending the request; a body stream holds one
+    // chunk until the request is sent, so bodies of 8 KiB or more hung until the deadline.
+    let World { world, upstream } = world("", "", DESTINATIONS).await;
+    let url = format!("http://upstream.test:{}/ok", upstream.port);
+    let results = probe(
+        &world,
+        json!([
+            { "method": "POST", "url": url, "body_len": 8192 },
+            { "method": "POST", "url": url, "body_len": 65_537 },
+        ]),
+    )
+    .await;
+    assert_eq!(results[0]["body"], "got 8192 bytes", "{:?}", results[0]);
+    assert_eq!(results[1]["body"], "got 65537 bytes", "{:?}", results[1]);
+    world.shutdown().await;
+}
+
+#[tokio::test]
 async fn redirects_are_not_followed_by_the_gateway_and_each_hop_is_checked() {
     let World { world, upstream } = world("", "", DESTINATIONS).await;
     let port = upstream.port;

@@ -167,11 +167,14 @@ impl Executor {
             }
         };
         let name = &local.manifest.extension.name;
-        let kv = MemoryKv::new(
+        let mut kv = MemoryKv::new(
             name.as_str(),
             local.manifest.capabilities.kv_namespaces(name),
             LOCAL_KV_OPS,
         );
+        if let Some(quota) = local_kv_quota(&local.manifest) {
+            kv = kv.with_quota(quota);
+        }
         let egress = egress.map(|gateway| PreparedEgress {
             local: gateway.clone(),
             extension: name.to_string(),
@@ -233,6 +236,23 @@ fn internal(error: impl std::fmt::Display) -> InvocationError {
 
 /// The limits a manifest gets: its requests, platform defaults for the rest, platform ceilings
 /// over all, then the local policy file's limits if one was given.
+/// The key and byte quotas of a local run, as a server with the shipped baseline holds
+/// them: `kv_keys`/`kv_bytes` for the whole (local) tenant, the manifest's own for each
+/// namespace the extension writes.
+fn local_kv_quota(manifest: &palisade_model::Manifest) -> Option<palisade_model::kv::KvQuota> {
+    let engine = PolicyEngine::shipped().ok()?;
+    let tenant = TenantId::new(LOCAL_TENANT).ok()?;
+    let tenant_limits = engine.tenant_limits(&tenant);
+    let deployment =
+        engine.effective_limits(&palisade_policy::Deployment::new(tenant, manifest.clone()));
+    Some(palisade_model::kv::KvQuota {
+        max_keys: tenant_limits.get(LimitKey::KvKeys),
+        max_bytes: tenant_limits.get(LimitKey::KvBytes),
+        namespace_max_keys: deployment.get(LimitKey::KvKeys),
+        namespace_max_bytes: deployment.get(LimitKey::KvBytes),
+    })
+}
+
 pub fn manifest_limits(local: &LocalExtension, policy: Option<Limits>) -> Limits {
     let limits = Limits::resolve(
         local.manifest.limits.get_ref(),

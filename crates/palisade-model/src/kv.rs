@@ -75,6 +75,19 @@ impl KvOp {
         }
     }
 
+    /// The key the operation works on (the prefix for a listing).
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Self::Get { key, .. }
+            | Self::Set { key, .. }
+            | Self::Delete { key, .. }
+            | Self::Exists { key, .. }
+            | Self::Increment { key, .. }
+            | Self::CompareAndSwap { key, .. } => key,
+            Self::List { prefix, .. } => prefix,
+        }
+    }
+
     /// Whether the operation writes (needs `kv:write`, counts against the write rate).
     pub fn writes(&self) -> bool {
         matches!(
@@ -110,8 +123,8 @@ impl KvOp {
         }
     }
 
-    /// Checks the key, value and limits of the operation (not the namespace, which needs the
-    /// extension's name).
+    /// Checks the key, value and limits of the operation, and the namespace's length (its
+    /// name is resolved with the extension's name, [`KvScope::resolve`]).
     pub fn validate(&self) -> Result<(), KvError> {
         let key = match self {
             Self::List { prefix, limit, .. } => {
@@ -121,6 +134,7 @@ impl KvOp {
                         format!("list-keys takes a limit of 1 to {MAX_LIST_LIMIT}"),
                     ));
                 }
+                check_namespace_length(self.namespace())?;
                 if prefix.len() > MAX_KEY_BYTES {
                     return Err(KvError::new(
                         KvErrorKind::InvalidKey,
@@ -140,6 +154,21 @@ impl KvOp {
             | Self::CompareAndSwap { key, .. } => key,
         };
         check_key(key)?;
+        check_namespace_length(self.namespace())?;
+        if let Self::CompareAndSwap {
+            expected: Some(expected),
+            ..
+        } = self
+            && expected.len() > MAX_VALUE_BYTES
+        {
+            return Err(KvError::new(
+                KvErrorKind::ValueTooLarge,
+                format!(
+                    "the expected value is {} bytes; the maximum is {MAX_VALUE_BYTES}",
+                    expected.len()
+                ),
+            ));
+        }
         if let Self::Set { value, .. } | Self::CompareAndSwap { value, .. } = self
             && value.len() > MAX_VALUE_BYTES
         {
@@ -153,6 +182,24 @@ impl KvOp {
         }
         Ok(())
     }
+}
+
+/// Longest namespace name (the rules of extension names).
+const MAX_NAMESPACE_BYTES: usize = 63;
+
+/// Refuses a namespace longer than any valid name without echoing it (a guest's 90 MiB name
+/// must not become a 90 MiB error message).
+fn check_namespace_length(namespace: &str) -> Result<(), KvError> {
+    if namespace.len() > MAX_NAMESPACE_BYTES {
+        return Err(KvError::new(
+            KvErrorKind::InvalidKey,
+            format!(
+                "the namespace is {} bytes; names are at most {MAX_NAMESPACE_BYTES}",
+                namespace.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A key is 1 to [`MAX_KEY_BYTES`] bytes, any bytes (keys are data, never paths).
@@ -172,15 +219,137 @@ pub fn check_key(key: &[u8]) -> Result<(), KvError> {
     Ok(())
 }
 
-/// The namespace an extension means: its own for `""` and `"self"`, else the named shared
-/// one, which must be a valid name (the rules of extension names).
-pub fn resolve_namespace(extension: &str, namespace: &str) -> Result<String, KvError> {
-    if namespace.is_empty() || namespace == OWN_NAMESPACE {
-        return Ok(extension.to_owned());
+/// What marks a private namespace's storage name. Namespace and extension names never hold a
+/// `:` (they follow the rules of extension names), so `ext:NAME` never equals a shared name.
+pub const PRIVATE_PREFIX: &str = "ext:";
+
+/// Which key-value namespace a call means: an extension's own (private) state, or a namespace
+/// shared by the tenant's extensions. The two sets are disjoint everywhere: in storage (the
+/// namespace column and the data key's scope), in encryption (the AAD names the storage
+/// name) and in policy (the `KvNamespace` resource is named by the storage name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KvScope {
+    /// The extension's own namespace (`""` or `"self"` as the guest writes it).
+    Private(String),
+    /// A shared namespace of the tenant.
+    Shared(String),
+}
+
+impl KvScope {
+    /// The namespace an extension means: its own for `""` and `"self"`, else the named shared
+    /// one, which must be a valid name (the rules of extension names).
+    pub fn resolve(extension: &str, namespace: &str) -> Result<Self, KvError> {
+        if namespace.is_empty() || namespace == OWN_NAMESPACE {
+            return Ok(Self::Private(valid_name(extension)?));
+        }
+        valid_name(namespace).map(Self::Shared)
     }
-    crate::manifest::ExtensionName::new(namespace)
+
+    /// The name under which the namespace is stored, keyed and authorized: `ext:NAME` for a
+    /// private namespace, `NAME` for a shared one (never equal, as names hold no `:`).
+    pub fn storage_name(&self) -> String {
+        match self {
+            Self::Private(extension) => format!("{PRIVATE_PREFIX}{extension}"),
+            Self::Shared(name) => name.clone(),
+        }
+    }
+
+    /// Reads a storage name back (`ext:NAME` or `NAME`), as administrators write it.
+    pub fn parse(storage_name: &str) -> Result<Self, KvError> {
+        match storage_name.strip_prefix(PRIVATE_PREFIX) {
+            Some(extension) => valid_name(extension).map(Self::Private),
+            None => valid_name(storage_name).map(Self::Shared),
+        }
+    }
+}
+
+impl fmt::Display for KvScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.storage_name())
+    }
+}
+
+fn valid_name(name: &str) -> Result<String, KvError> {
+    check_namespace_length(name)?;
+    crate::manifest::ExtensionName::new(name)
         .map(|name| name.as_str().to_owned())
         .map_err(|e| KvError::new(KvErrorKind::InvalidKey, e.to_string()))
+}
+
+/// The storage name of the namespace an extension means ([`KvScope::resolve`]): `ext:NAME`
+/// for its own (`""`, `"self"`), the shared namespace's name otherwise.
+pub fn resolve_namespace(extension: &str, namespace: &str) -> Result<String, KvError> {
+    KvScope::resolve(extension, namespace).map(|scope| scope.storage_name())
+}
+
+/// The key and byte quotas one write is held to: the tenant's keys and bytes over all its
+/// namespaces (`kv_keys`, `kv_bytes`), and the namespace written as the calling extension may
+/// fill it (its deployment's limits: the manifest may ask for less than the tenant's). The
+/// store and the local in-memory store both hold writes to it with [`KvQuota::check_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    pub max_keys: u64,
+    pub max_bytes: u64,
+    pub namespace_max_keys: u64,
+    pub namespace_max_bytes: u64,
+}
+
+/// Keys and bytes (key plus value) held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvUsage {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl KvQuota {
+    /// Whether replacing a key's entry of `old_bytes` (`None`: absent) with one of
+    /// `new_bytes` (`None`: a delete) keeps `tenant` and `namespace` within the quota, given
+    /// their usage now. Deletes and writes that shrink what is stored always pass.
+    pub fn check_write(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        tenant_now: KvUsage,
+        namespace_now: KvUsage,
+        old_bytes: Option<u64>,
+        new_bytes: Option<u64>,
+    ) -> Result<(), KvError> {
+        let Some(new) = new_bytes else {
+            return Ok(());
+        };
+        let old = old_bytes.unwrap_or(0);
+        let added_key = u64::from(old_bytes.is_none());
+        let over = |message: String| Err(KvError::new(KvErrorKind::QuotaExceeded, message));
+        let keys_after = tenant_now.keys + added_key;
+        let bytes_after = (tenant_now.bytes + new).saturating_sub(old);
+        let ns_keys_after = namespace_now.keys + added_key;
+        let ns_bytes_after = (namespace_now.bytes + new).saturating_sub(old);
+        if keys_after > self.max_keys {
+            return over(format!(
+                "tenant {tenant} has {} keys; its quota is {} (kv_keys)",
+                tenant_now.keys, self.max_keys
+            ));
+        }
+        if bytes_after > self.max_bytes && bytes_after > tenant_now.bytes {
+            return over(format!(
+                "the write would store {bytes_after} bytes for tenant {tenant}; its quota is {} (kv_bytes)",
+                self.max_bytes
+            ));
+        }
+        if ns_keys_after > self.namespace_max_keys {
+            return over(format!(
+                "namespace {namespace} of tenant {tenant} has {} keys; this extension may keep {} there (kv_keys of the extension)",
+                namespace_now.keys, self.namespace_max_keys
+            ));
+        }
+        if ns_bytes_after > self.namespace_max_bytes && ns_bytes_after > namespace_now.bytes {
+            return over(format!(
+                "the write would store {ns_bytes_after} bytes in namespace {namespace} of tenant {tenant}; this extension may keep {} there (kv_bytes of the extension)",
+                self.namespace_max_bytes
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The answer to one operation.
@@ -303,18 +472,66 @@ mod tests {
     fn namespaces_resolve_to_the_extension_or_a_valid_name() {
         assert_eq!(
             resolve_namespace("orders", "").ok().as_deref(),
-            Some("orders")
+            Some("ext:orders")
         );
         assert_eq!(
             resolve_namespace("orders", "self").ok().as_deref(),
-            Some("orders")
+            Some("ext:orders")
         );
         assert_eq!(
             resolve_namespace("orders", "shared").ok().as_deref(),
             Some("shared")
         );
-        for bad in ["../x", "Shared", "a/b", "x\0"] {
+        for bad in ["../x", "Shared", "a/b", "x\0", "ext:orders"] {
             assert!(resolve_namespace("orders", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn oversized_namespaces_and_values_are_refused_without_echoing_them() {
+        let huge = "n".repeat(1 << 20);
+        let op = KvOp::Get {
+            namespace: huge.clone(),
+            key: b"k".to_vec(),
+        };
+        let error = op.validate().err();
+        assert_eq!(
+            error.as_ref().map(|e| e.kind),
+            Some(KvErrorKind::InvalidKey)
+        );
+        assert!(error.is_some_and(|e| e.message.len() < 100));
+        let error = resolve_namespace("orders", &huge).err();
+        assert!(error.is_some_and(|e| e.message.len() < 100));
+        let cas = KvOp::CompareAndSwap {
+            namespace: String::new(),
+            key: b"k".to_vec(),
+            expected: Some(vec![0; MAX_VALUE_BYTES + 1]),
+            value: Vec::new(),
+        };
+        assert_eq!(
+            cas.validate().map_err(|e| e.kind),
+            Err(KvErrorKind::ValueTooLarge)
+        );
+    }
+
+    #[test]
+    fn a_private_namespace_never_resolves_like_a_shared_one_of_the_same_name() {
+        let own = KvScope::resolve("victim", "self").ok();
+        let shared = KvScope::resolve("thief", "victim").ok();
+        assert_eq!(own, Some(KvScope::Private("victim".into())));
+        assert_eq!(shared, Some(KvScope::Shared("victim".into())));
+        let own = own.map(|s| s.storage_name());
+        let shared = shared.map(|s| s.storage_name());
+        assert_ne!(own, shared);
+        // A shared namespace can never be named like a private one's storage name.
+        assert!(KvScope::resolve("thief", "ext:victim").is_err());
+        for scope in [
+            KvScope::Private("victim".into()),
+            KvScope::Shared("victim".into()),
+        ] {
+            assert_eq!(KvScope::parse(&scope.storage_name()).ok(), Some(scope));
+        }
+        assert!(KvScope::parse("ext:").is_err());
+        assert!(KvScope::parse("ext:ext:x").is_err());
     }
 }

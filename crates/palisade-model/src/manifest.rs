@@ -74,7 +74,8 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// The key-value namespaces requested, resolved (`"self"` is the extension's name).
+    /// The storage names of the key-value namespaces requested ([`crate::kv::KvScope`]):
+    /// `"self"` becomes `ext:EXTENSION`, a shared name stays as written.
     pub fn kv_namespaces(&self, extension: &ExtensionName) -> Vec<String> {
         let mut names: Vec<String> = self
             .kv

@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use palisade_model::egress::{EgressError, EgressErrorKind, HttpRequest, HttpResponse};
-use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply, resolve_namespace};
+use palisade_model::kv::{
+    KvError, KvErrorKind, KvOp, KvQuota, KvReply, KvUsage, resolve_namespace,
+};
 
 /// Answers one invocation's host calls. One value per invocation: it knows whose they are.
 #[async_trait::async_trait]
@@ -54,6 +56,8 @@ pub struct MemoryKv {
     namespaces: BTreeSet<String>,
     data: Mutex<Entries>,
     ops_left: AtomicU64,
+    /// The key and byte quotas, held exactly as the server's store holds them.
+    quota: Option<KvQuota>,
 }
 
 impl MemoryKv {
@@ -65,7 +69,14 @@ impl MemoryKv {
             namespaces: namespaces.into_iter().collect(),
             data: Mutex::default(),
             ops_left: AtomicU64::new(ops),
+            quota: None,
         }
+    }
+
+    /// Holds every write to `quota` (the data here plays the tenant's whole state).
+    pub fn with_quota(mut self, quota: KvQuota) -> Self {
+        self.quota = Some(quota);
+        self
     }
 
     /// Gives the next invocation a fresh operation budget (the data stays).
@@ -99,7 +110,39 @@ impl HostCalls for MemoryKv {
             .data
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(apply(&mut data, &namespace, op)?)
+        let Some(quota) = self.quota.filter(|_| op.writes()) else {
+            return apply(&mut data, &namespace, op);
+        };
+        let slot = (namespace.clone(), op.key().to_vec());
+        let entry_bytes = |value: &Vec<u8>| (slot.1.len() + value.len()) as u64;
+        let usage = |only: Option<&str>| {
+            data.iter()
+                .filter(|((ns, _), _)| only.is_none_or(|only| ns == only))
+                .fold(KvUsage::default(), |usage, ((_, key), value)| KvUsage {
+                    keys: usage.keys + 1,
+                    bytes: usage.bytes + (key.len() + value.len()) as u64,
+                })
+        };
+        let (tenant_now, namespace_now) = (usage(None), usage(Some(&namespace)));
+        let before = data.get(&slot).cloned();
+        let reply = apply(&mut data, &namespace, op)?;
+        let after = data.get(&slot).map(entry_bytes);
+        if let Err(error) = quota.check_write(
+            "local",
+            &namespace,
+            tenant_now,
+            namespace_now,
+            before.as_ref().map(entry_bytes),
+            after,
+        ) {
+            // Undo: the write never happened.
+            match before {
+                Some(value) => data.insert(slot, value),
+                None => data.remove(&slot),
+            };
+            return Err(error);
+        }
+        Ok(reply)
     }
 }
 
@@ -196,8 +239,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn local_runs_hold_the_key_and_byte_quotas_exactly() {
+        let kv = MemoryKv::new("ext", ["ext:ext".to_owned()], 100).with_quota(KvQuota {
+            max_keys: 2,
+            max_bytes: 100,
+            namespace_max_keys: 2,
+            namespace_max_bytes: 10,
+        });
+        assert_eq!(kv.kv(op_set("", b"a", b"1234")).await, Ok(KvReply::Done));
+        assert_eq!(kv.kv(op_set("", b"b", b"1234")).await, Ok(KvReply::Done));
+        // A third key is over kv_keys; overwriting an existing one is fine.
+        let third = kv.kv(op_set("", b"c", b"1")).await;
+        assert_eq!(third.map_err(|e| e.kind), Err(KvErrorKind::QuotaExceeded));
+        assert_eq!(kv.kv(op_set("", b"b", b"1")).await, Ok(KvReply::Done));
+        // 5 + 2 bytes stored; growing `b` to 9 bytes (10 with its key) is over the 10 bytes.
+        let grown = kv.kv(op_set("", b"b", b"123456789")).await;
+        assert_eq!(grown.map_err(|e| e.kind), Err(KvErrorKind::QuotaExceeded));
+        let get = KvOp::Get {
+            namespace: String::new(),
+            key: b"b".to_vec(),
+        };
+        assert_eq!(kv.kv(get).await, Ok(KvReply::Value(Some(b"1".to_vec()))));
+    }
+
+    #[tokio::test]
     async fn the_reference_semantics_hold() {
-        let kv = MemoryKv::new("ext", ["ext".to_owned()], 100);
+        let kv = MemoryKv::new("ext", ["ext:ext".to_owned()], 100);
         for key in [b"a/1".as_slice(), b"a/2", b"a/3", b"b/1"] {
             assert_eq!(kv.kv(op_set("", key, b"v")).await, Ok(KvReply::Done));
         }
@@ -249,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn unrequested_namespaces_and_the_budget_are_enforced() {
-        let kv = MemoryKv::new("ext", ["ext".to_owned()], 1);
+        let kv = MemoryKv::new("ext", ["ext:ext".to_owned()], 1);
         let denied = kv.kv(op_set("shared", b"k", b"v")).await;
         assert_eq!(denied.map_err(|e| e.kind), Err(KvErrorKind::Denied));
         assert!(kv.kv(op_set("", b"k", b"v")).await.is_ok());

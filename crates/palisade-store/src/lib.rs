@@ -43,8 +43,8 @@ pub use audit::{AuditReport, Change};
 pub use error::StoreError;
 pub use extensions::NewVersion;
 pub use keys::{CryptoError, KeyProvider, LocalKek};
+pub use palisade_model::kv::KvQuota;
 pub use policies::PolicySnapshot;
-pub use state::KvQuota;
 pub use tokens::{AuthenticatedToken, NewToken, TOKEN_PREFIX, hash_secret};
 
 /// Who makes a change, for the audit log.
@@ -133,6 +133,13 @@ fn migrator() -> sqlx::migrate::Migrator {
             Cow::Borrowed("kv namespace usage"),
             MigrationType::Simple,
             sqlx::SqlStr::from_static(include_str!("../migrations/0004_kv_namespace_usage.sql")),
+            false,
+        ),
+        Migration::new(
+            5,
+            Cow::Borrowed("kv private namespaces"),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(include_str!("../migrations/0005_kv_private_namespaces.sql")),
             false,
         ),
         Migration::new(

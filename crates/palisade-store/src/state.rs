@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use palisade_api::{KeyVersion, SecretInfo};
-use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply};
+use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvQuota, KvReply, KvUsage};
 use sqlx::{Sqlite, Transaction};
 
 use crate::audit::{Change, append};
@@ -26,24 +26,14 @@ const CHECK_ID: &str = "kek";
 /// What the check row seals (32 bytes, the size of a data key).
 const CHECK_MARKER: [u8; 32] = *b"palisade key-encryption key chk1";
 
-/// The scope of a namespace's data key.
+/// The scope of a namespace's data key. `namespace` is a storage name
+/// ([`palisade_model::kv::KvScope::storage_name`]: `ext:NAME` for an extension's own, `NAME`
+/// for a shared one), so a private and a shared namespace never share a data key.
 fn kv_scope(namespace: &str) -> String {
     format!("kv:{namespace}")
 }
 
 const SECRETS_SCOPE: &str = "secrets";
-
-/// The key and byte quotas of one tenant's key-value state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KvQuota {
-    /// The tenant's keys and bytes, over all its namespaces (`kv_keys`, `kv_bytes`).
-    pub max_keys: u64,
-    pub max_bytes: u64,
-    /// The keys and bytes of the namespace written, as the calling extension may fill it
-    /// (its deployment's limits: the manifest may ask for less than the tenant's).
-    pub namespace_max_keys: u64,
-    pub namespace_max_bytes: u64,
-}
 
 /// What a signing key's wrapping is bound to: its use and its key id.
 fn signing_key_aad(kid: &str) -> Vec<u8> {
@@ -84,6 +74,25 @@ fn kv_error(kind: KvErrorKind, message: impl Into<String>) -> KvError {
 }
 
 /// A store failure as the guest sees it (details go to the server's log).
+/// Refuses anything that would store or seal state for a decommissioned (or missing)
+/// tenant, inside the caller's write transaction, so it is ordered with the decommission.
+async fn ensure_live(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &str,
+) -> Result<(), StoreError> {
+    let state: Option<(String,)> = sqlx::query_as("SELECT state FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match state {
+        None => Err(StoreError::NotFound(format!("tenant {tenant}"))),
+        Some((state,)) if state == "decommissioned" => Err(StoreError::Conflict(format!(
+            "tenant {tenant} is decommissioned: nothing of it is stored any more"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 fn unavailable(error: StoreError) -> KvError {
     tracing::error!(%error, "key-value store failure");
     match error {
@@ -217,17 +226,21 @@ impl Store {
             }
             None => return Ok(0),
         }
-        let rows: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT tenant_id, scope, version, wrapped FROM data_keys WHERE kek_id = $1",
+        let rows: Vec<WrappedDataKey> = sqlx::query_as(
+            "SELECT tenant_id, scope, version, wrapped, wrapped_scope FROM data_keys WHERE kek_id = $1",
         )
         .bind(previous.id())
         .fetch_all(&mut *tx)
         .await?;
-        for (tenant, scope, version, wrapped) in &rows {
+        for (tenant, scope, version, wrapped, wrapped_scope) in &rows {
+            // A key moved by migration 0005 is still wrapped under its old scope's name; the
+            // new wrapping names the scope it is in now.
+            let old_aad =
+                keys::data_key_aad(tenant, wrapped_scope.as_deref().unwrap_or(scope), *version);
+            let key = previous.unwrap(wrapped, &old_aad).map_err(crypto)?;
             let key_aad = keys::data_key_aad(tenant, scope, *version);
-            let key = previous.unwrap(wrapped, &key_aad).map_err(crypto)?;
             sqlx::query(
-                "UPDATE data_keys SET wrapped = $1, kek_id = $2 \
+                "UPDATE data_keys SET wrapped = $1, kek_id = $2, wrapped_scope = NULL \
                  WHERE tenant_id = $3 AND scope = $4 AND version = $5",
             )
             .bind(next.wrap(&key, &key_aad).map_err(crypto)?)
@@ -366,16 +379,19 @@ impl Store {
         scope: &str,
     ) -> Result<(i64, [u8; 32]), StoreError> {
         let keyring = self.keyring()?;
-        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, wrapped FROM data_keys WHERE tenant_id = $1 AND scope = $2 \
+        ensure_live(tx, tenant).await?;
+        let row: Option<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT version, wrapped, wrapped_scope FROM data_keys WHERE tenant_id = $1 AND scope = $2 \
              ORDER BY version DESC LIMIT 1",
         )
         .bind(tenant)
         .bind(scope)
         .fetch_optional(&mut **tx)
         .await?;
-        if let Some((version, wrapped)) = row {
-            return Ok((version, self.unwrap_key(tenant, scope, version, &wrapped)?));
+        if let Some((version, wrapped, wrapped_scope)) = row {
+            let key =
+                self.unwrap_key(tenant, scope, wrapped_scope.as_deref(), version, &wrapped)?;
+            return Ok((version, key));
         }
         let key = keys::new_data_key().map_err(crypto)?;
         let wrapped = keyring
@@ -398,10 +414,13 @@ impl Store {
         Ok((1, key))
     }
 
+    /// Unwraps the data key `(tenant, scope, version)`; `wrapped_scope` is the scope its
+    /// wrapping names when that is not `scope` (a key moved by migration 0005).
     fn unwrap_key(
         &self,
         tenant: &str,
         scope: &str,
+        wrapped_scope: Option<&str>,
         version: i64,
         wrapped: &[u8],
     ) -> Result<[u8; 32], StoreError> {
@@ -409,9 +428,10 @@ impl Store {
         if let Some(key) = keyring.cache.get(tenant, scope, version) {
             return Ok(key);
         }
+        let aad_scope = wrapped_scope.unwrap_or(scope);
         let key = keyring
             .provider
-            .unwrap(wrapped, &keys::data_key_aad(tenant, scope, version))
+            .unwrap(wrapped, &keys::data_key_aad(tenant, aad_scope, version))
             .map_err(crypto)?;
         keyring.cache.put(tenant, scope, version, key);
         Ok(key)
@@ -432,27 +452,31 @@ impl Store {
         if let Some(key) = keyring.cache.get(tenant, scope, version) {
             return Ok(key);
         }
-        let row: Option<(Vec<u8>,)> = sqlx::query_as(
-            "SELECT wrapped FROM data_keys WHERE tenant_id = $1 AND scope = $2 AND version = $3",
+        let row: Option<(Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT wrapped, wrapped_scope FROM data_keys WHERE tenant_id = $1 AND scope = $2 AND version = $3",
         )
         .bind(tenant)
         .bind(scope)
         .bind(version)
         .fetch_optional(executor)
         .await?;
-        let (wrapped,) = row.ok_or_else(|| {
+        let (wrapped, wrapped_scope) = row.ok_or_else(|| {
             StoreError::Crypto(format!(
                 "data key {scope} v{version} of tenant {tenant} was destroyed; what it sealed is unreadable"
             ))
         })?;
-        self.unwrap_key(tenant, scope, version, &wrapped)
+        self.unwrap_key(tenant, scope, wrapped_scope.as_deref(), version, &wrapped)
     }
 
+    /// Opens a value of `namespace` (a storage name); `sealed_namespace` is the namespace its
+    /// AAD names when that is not `namespace` (a value moved by migration 0005).
+    #[allow(clippy::too_many_arguments)]
     async fn read_value<'e, E>(
         &self,
         executor: E,
         tenant: &str,
         namespace: &str,
+        sealed_namespace: Option<&str>,
         key: &[u8],
         sealed: &[u8],
         version: i64,
@@ -463,9 +487,10 @@ impl Store {
         let data_key = self
             .key_version(executor, tenant, kv_scope(namespace).as_str(), version)
             .await?;
+        let aad_namespace = sealed_namespace.unwrap_or(namespace);
         keys::open(
             &data_key,
-            &value_aad(tenant, namespace, key, version),
+            &value_aad(tenant, aad_namespace, key, version),
             sealed,
         )
         .map_err(crypto)
@@ -497,8 +522,8 @@ impl Store {
     ) -> Result<Result<KvReply, KvError>, StoreError> {
         match op {
             KvOp::Get { key, .. } => {
-                let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
-                    "SELECT sealed, key_version FROM kv_entries \
+                let row: Option<(Vec<u8>, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT sealed, key_version, sealed_namespace FROM kv_entries \
                      WHERE tenant_id = $1 AND namespace = $2 AND key = $3",
                 )
                 .bind(tenant)
@@ -507,9 +532,17 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
                 let value = match row {
-                    Some((sealed, version)) => Some(
-                        self.read_value(&self.pool, tenant, namespace, &key, &sealed, version)
-                            .await?,
+                    Some((sealed, version, sealed_as)) => Some(
+                        self.read_value(
+                            &self.pool,
+                            tenant,
+                            namespace,
+                            sealed_as.as_deref(),
+                            &key,
+                            &sealed,
+                            version,
+                        )
+                        .await?,
                     ),
                     None => None,
                 };
@@ -597,6 +630,12 @@ impl Store {
         quota: KvQuota,
     ) -> Result<Result<KvReply, KvError>, StoreError> {
         let mut tx = self.write().await?;
+        if let Err(error) = ensure_live(&mut tx, tenant).await {
+            return match error {
+                StoreError::Conflict(message) => Ok(Err(kv_error(KvErrorKind::Denied, message))),
+                other => Err(other),
+            };
+        }
         let key = match &op {
             KvOp::Set { key, .. }
             | KvOp::Delete { key, .. }
@@ -604,8 +643,8 @@ impl Store {
             | KvOp::CompareAndSwap { key, .. } => key.clone(),
             _ => return Ok(Err(kv_error(KvErrorKind::Unavailable, "not a write"))),
         };
-        let current: Option<(Vec<u8>, i64, i64)> = sqlx::query_as(
-            "SELECT sealed, key_version, value_bytes FROM kv_entries \
+        let current: Option<(Vec<u8>, i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT sealed, key_version, value_bytes, sealed_namespace FROM kv_entries \
              WHERE tenant_id = $1 AND namespace = $2 AND key = $3",
         )
         .bind(tenant)
@@ -615,14 +654,22 @@ impl Store {
         .await?;
         let old_bytes = current
             .as_ref()
-            .map_or(0, |(_, _, bytes)| unsigned(*bytes) + key.len() as u64);
+            .map_or(0, |(_, _, bytes, _)| unsigned(*bytes) + key.len() as u64);
         let old_value = match &current {
-            Some((sealed, version, _))
+            Some((sealed, version, _, sealed_as))
                 if matches!(op, KvOp::Increment { .. } | KvOp::CompareAndSwap { .. }) =>
             {
                 Some(
-                    self.read_value(&mut *tx, tenant, namespace, &key, sealed, *version)
-                        .await?,
+                    self.read_value(
+                        &mut *tx,
+                        tenant,
+                        namespace,
+                        sealed_as.as_deref(),
+                        &key,
+                        sealed,
+                        *version,
+                    )
+                    .await?,
                 )
             }
             _ => None,
@@ -679,55 +726,30 @@ impl Store {
         .await?;
         let (ns_keys_now, ns_bytes_now) =
             namespace_usage.map_or((0, 0), |(k, b)| (unsigned(k), unsigned(b)));
-        let new_bytes = new_value
-            .as_ref()
-            .map_or(0, |v| (v.len() + key.len()) as u64);
+        let new_bytes = new_value.as_ref().map(|v| (v.len() + key.len()) as u64);
+        if let Err(error) = quota.check_write(
+            tenant,
+            namespace,
+            KvUsage {
+                keys: keys_now,
+                bytes: bytes_now,
+            },
+            KvUsage {
+                keys: ns_keys_now,
+                bytes: ns_bytes_now,
+            },
+            current.is_some().then_some(old_bytes),
+            new_bytes,
+        ) {
+            return Ok(Err(error));
+        }
+        let new_bytes = new_bytes.unwrap_or(0);
         let added_key = u64::from(new_value.is_some() && current.is_none());
         let removed_key = u64::from(new_value.is_none() && current.is_some());
         let keys_after = (keys_now + added_key).saturating_sub(removed_key);
         let bytes_after = (bytes_now + new_bytes).saturating_sub(old_bytes);
         let ns_keys_after = (ns_keys_now + added_key).saturating_sub(removed_key);
         let ns_bytes_after = (ns_bytes_now + new_bytes).saturating_sub(old_bytes);
-        if new_value.is_some() {
-            if keys_after > quota.max_keys {
-                return Ok(Err(kv_error(
-                    KvErrorKind::QuotaExceeded,
-                    format!(
-                        "tenant {tenant} has {keys_now} keys; its quota is {} (kv_keys)",
-                        quota.max_keys
-                    ),
-                )));
-            }
-            if bytes_after > quota.max_bytes && bytes_after > bytes_now {
-                return Ok(Err(kv_error(
-                    KvErrorKind::QuotaExceeded,
-                    format!(
-                        "the write would store {bytes_after} bytes for tenant {tenant}; its quota is {} (kv_bytes)",
-                        quota.max_bytes
-                    ),
-                )));
-            }
-            if ns_keys_after > quota.namespace_max_keys {
-                return Ok(Err(kv_error(
-                    KvErrorKind::QuotaExceeded,
-                    format!(
-                        "namespace {namespace} of tenant {tenant} has {ns_keys_now} keys; this \
-                         extension may keep {} there (kv_keys of the extension)",
-                        quota.namespace_max_keys
-                    ),
-                )));
-            }
-            if ns_bytes_after > quota.namespace_max_bytes && ns_bytes_after > ns_bytes_now {
-                return Ok(Err(kv_error(
-                    KvErrorKind::QuotaExceeded,
-                    format!(
-                        "the write would store {ns_bytes_after} bytes in namespace {namespace} of \
-                         tenant {tenant}; this extension may keep {} there (kv_bytes of the extension)",
-                        quota.namespace_max_bytes
-                    ),
-                )));
-            }
-        }
         match &new_value {
             Some(value) => {
                 let (version, data_key) = self
@@ -744,7 +766,7 @@ impl Store {
                      VALUES ($1, $2, $3, $4, $5, $6, $7) \
                      ON CONFLICT (tenant_id, namespace, key) DO UPDATE SET sealed = excluded.sealed, \
                      key_version = excluded.key_version, value_bytes = excluded.value_bytes, \
-                     updated_ms = excluded.updated_ms",
+                     updated_ms = excluded.updated_ms, sealed_namespace = NULL",
                 )
                 .bind(tenant)
                 .bind(namespace)
@@ -996,14 +1018,14 @@ impl Store {
         actor: &Actor,
         tenant: &str,
     ) -> Result<palisade_api::Tenant, StoreError> {
+        let mut tx = self.write().await?;
+        // Read inside the write transaction: a write that committed before it is deleted
+        // below, one that starts after it sees the tenant decommissioned and is refused.
         let before = self
-            .tenant(tenant)
+            .tenant_in(&mut tx, tenant)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant}")))?;
-        if before.state == palisade_api::TenantState::Decommissioned {
-            return Ok(before);
-        }
-        let mut tx = self.write().await?;
+        // A repeated decommission runs every delete again: whatever is left is removed.
         let mut counts = serde_json::Map::new();
         for (label, sql) in [
             ("kv_values", "DELETE FROM kv_entries WHERE tenant_id = $1"),
@@ -1110,7 +1132,7 @@ impl Store {
     pub async fn reencrypt(&self, tenant: &str, batch: u32) -> Result<u64, StoreError> {
         let mut tx = self.write().await?;
         let stale: Vec<StaleValue> = sqlx::query_as(
-            "SELECT e.namespace, e.key, e.sealed, e.key_version, \
+            "SELECT e.namespace, e.sealed_namespace, e.key, e.sealed, e.key_version, \
                (SELECT MAX(version) FROM data_keys d WHERE d.tenant_id = e.tenant_id AND d.scope = 'kv:' || e.namespace) \
              FROM kv_entries e WHERE e.tenant_id = $1 AND e.key_version < \
                (SELECT MAX(version) FROM data_keys d WHERE d.tenant_id = e.tenant_id AND d.scope = 'kv:' || e.namespace) \
@@ -1120,9 +1142,17 @@ impl Store {
         .bind(i64::from(batch))
         .fetch_all(&mut *tx)
         .await?;
-        for (namespace, key, sealed, version, newest) in &stale {
+        for (namespace, sealed_as, key, sealed, version, newest) in &stale {
             let value = self
-                .read_value(&mut *tx, tenant, namespace, key, sealed, *version)
+                .read_value(
+                    &mut *tx,
+                    tenant,
+                    namespace,
+                    sealed_as.as_deref(),
+                    key,
+                    sealed,
+                    *version,
+                )
                 .await?;
             let data_key = self
                 .key_version(&mut *tx, tenant, &kv_scope(namespace), *newest)
@@ -1134,7 +1164,7 @@ impl Store {
             )
             .map_err(crypto)?;
             sqlx::query(
-                "UPDATE kv_entries SET sealed = $1, key_version = $2 \
+                "UPDATE kv_entries SET sealed = $1, key_version = $2, sealed_namespace = NULL \
                  WHERE tenant_id = $3 AND namespace = $4 AND key = $5",
             )
             .bind(resealed)
@@ -1248,8 +1278,12 @@ impl Store {
     }
 }
 
-/// A value sealed under an older data key: namespace, key, sealed, its key version, newest.
-type StaleValue = (String, Vec<u8>, Vec<u8>, i64, i64);
+/// A data key as stored: tenant, scope, version, wrapped, the scope its wrapping names when
+/// not that one.
+type WrappedDataKey = (String, String, i64, Vec<u8>, Option<String>);
+/// A value sealed under an older data key: namespace, the namespace its AAD names when not
+/// that one, key, sealed, its key version, newest.
+type StaleValue = (String, Option<String>, Vec<u8>, Vec<u8>, i64, i64);
 /// A secret version under an older data key: name, version, sealed, key version, newest.
 type StaleSecret = (String, i64, Vec<u8>, i64, i64);
 
@@ -1290,5 +1324,178 @@ mod tests {
         assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
         assert_eq!(prefix_end(&[0xff, 0xff]), None);
         assert_eq!(prefix_end(b""), None);
+    }
+
+    fn quota() -> KvQuota {
+        KvQuota {
+            max_keys: 100,
+            max_bytes: 1 << 20,
+            namespace_max_keys: 100,
+            namespace_max_bytes: 1 << 20,
+        }
+    }
+
+    fn get(namespace: &str, key: &[u8]) -> KvOp {
+        KvOp::Get {
+            namespace: namespace.into(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// A database at the schema before migration 0005 (extension `orders` of `acme` with
+    /// values in its own namespace, a shared namespace `cache`), each value sealed the old way
+    /// under a data key of scope `kv:NAMESPACE`. Upgrading moves `orders` to `ext:orders` and
+    /// leaves `cache` shared, and both stay readable, rotatable and writable.
+    #[tokio::test]
+    async fn upgrading_moves_namespaces_named_like_an_extension_to_its_private_scope() {
+        use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let connect = SqliteConnectOptions::new()
+            .filename(dir.path().join(crate::DATABASE_FILE))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before: Vec<_> = crate::migrator().iter().take(4).cloned().collect();
+        sqlx::migrate::Migrator::with_migrations(before)
+            .run(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kek = keys::LocalKek::from_bytes([7; 32]);
+        let run = |sql: &'static str| sqlx::query(sql);
+        run("INSERT INTO tenants (id, state, created_ms, updated_ms) VALUES ('acme', 'active', 0, 0)")
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        run("INSERT INTO extensions (tenant_id, name, created_ms) VALUES ('acme', 'orders', 0)")
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        run("INSERT INTO kek_check (id, kek_id, sealed) VALUES ($1, $2, $3)")
+            .bind(CHECK_ID)
+            .bind(kek.id())
+            .bind(
+                kek.wrap(&CHECK_MARKER, &keys::aad("palisade-kek-check-v1", &[]))
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (namespace, key, value) in [
+            ("orders", b"own".as_slice(), b"private value".as_slice()),
+            ("cache", b"k".as_slice(), b"shared value".as_slice()),
+        ] {
+            let data_key = keys::new_data_key().unwrap_or_else(|e| panic!("{e}"));
+            let scope = format!("kv:{namespace}");
+            run(
+                "INSERT INTO data_keys (tenant_id, scope, version, wrapped, kek_id, created_ms) \
+                 VALUES ('acme', $1, 1, $2, $3, 0)",
+            )
+            .bind(&scope)
+            .bind(
+                kek.wrap(&data_key, &keys::data_key_aad("acme", &scope, 1))
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .bind(kek.id())
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            let sealed = keys::seal(&data_key, &value_aad("acme", namespace, key, 1), value)
+                .unwrap_or_else(|e| panic!("{e}"));
+            run("INSERT INTO kv_entries (tenant_id, namespace, key, sealed, key_version, value_bytes, updated_ms) \
+                 VALUES ('acme', $1, $2, $3, 1, $4, 0)")
+            .bind(namespace)
+            .bind(key)
+            .bind(sealed)
+            .bind(value.len() as i64)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            run("INSERT INTO kv_namespace_usage (tenant_id, namespace, keys, bytes) VALUES ('acme', $1, 1, $2)")
+                .bind(namespace)
+                .bind((key.len() + value.len()) as i64)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        pool.close().await;
+
+        let store = Store::open(dir.path(), crate::StoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_key_provider(Arc::new(keys::LocalKek::from_bytes([7; 32])))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let read = |namespace: &'static str, key: &'static [u8]| {
+            let store = store.clone();
+            async move {
+                store
+                    .kv("acme", namespace, get(namespace, key), quota())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        let value = |v: &[u8]| KvReply::Value(Some(v.to_vec()));
+        assert_eq!(read("ext:orders", b"own").await, value(b"private value"));
+        assert_eq!(read("orders", b"own").await, KvReply::Value(None));
+        assert_eq!(read("cache", b"k").await, value(b"shared value"));
+        assert_eq!(read("ext:cache", b"k").await, KvReply::Value(None));
+        let usage: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT namespace, keys FROM kv_namespace_usage WHERE tenant_id = 'acme' ORDER BY namespace",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            usage,
+            [("cache".to_owned(), 1), ("ext:orders".to_owned(), 1)]
+        );
+        let scopes: Vec<(String,)> =
+            sqlx::query_as("SELECT scope FROM data_keys WHERE tenant_id = 'acme' ORDER BY scope")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            scopes,
+            [("kv:cache".to_owned(),), ("kv:ext:orders".to_owned(),)]
+        );
+
+        // The moved key and value survive a KEK rotation, a data-key rotation and
+        // re-encryption, which seal them under their new names.
+        let next = keys::LocalKek::from_bytes([8; 32]);
+        store
+            .rotate_kek(&keys::LocalKek::from_bytes([7; 32]), &next)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), crate::StoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_key_provider(Arc::new(next))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let actor = Actor {
+            principal: "p-test".into(),
+            request_id: "-".into(),
+        };
+        store
+            .rotate_data_keys(&actor, "acme")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.reencrypt("acme", 100).await.ok(), Some(0));
+        let legacy: (i64,) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM kv_entries WHERE sealed_namespace IS NOT NULL) \
+                  + (SELECT COUNT(*) FROM data_keys WHERE wrapped_scope IS NOT NULL)",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(legacy, (0,));
+        let got = store
+            .kv("acme", "ext:orders", get("ext:orders", b"own"), quota())
+            .await;
+        assert_eq!(got, Ok(value(b"private value")));
     }
 }

@@ -107,6 +107,20 @@ impl Store {
         row.map(tenant_of).transpose()
     }
 
+    /// The tenant `id` as `tx` sees it.
+    pub(crate) async fn tenant_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        id: &str,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let row: Option<TenantRow> =
+            sqlx::query_as("SELECT id, state, created_ms, updated_ms FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        row.map(tenant_of).transpose()
+    }
+
     pub async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let rows: Vec<TenantRow> =
             sqlx::query_as("SELECT id, state, created_ms, updated_ms FROM tenants ORDER BY id")

@@ -402,3 +402,246 @@ async fn every_tenant_gets_its_own_uid_slot_and_keeps_it() {
     let store = open(dir.path()).await;
     assert_eq!(store.tenant_uid_slots().await.unwrap().len(), 4);
 }
+
+/// A store with tenant `acme`, unlocked with a local key-encryption key.
+async fn unlocked(dir: &std::path::Path) -> Store {
+    let store = open(dir).await;
+    store.create_tenant(&actor(), "acme").await.unwrap();
+    store
+        .with_key_provider(std::sync::Arc::new(palisade_store::LocalKek::from_bytes(
+            [9; 32],
+        )))
+        .await
+        .unwrap()
+}
+
+const QUOTA: palisade_store::KvQuota = palisade_store::KvQuota {
+    max_keys: 100,
+    max_bytes: 1 << 20,
+    namespace_max_keys: 100,
+    namespace_max_bytes: 1 << 20,
+};
+
+/// The storage name of what `extension` means by `namespace` (`self` or a shared name).
+fn scope(extension: &str, namespace: &str) -> String {
+    palisade_model::kv::KvScope::resolve(extension, namespace)
+        .unwrap()
+        .storage_name()
+}
+
+async fn kv(store: &Store, namespace: &str, op: KvOp) -> KvReply {
+    store.kv("acme", namespace, op, QUOTA).await.unwrap()
+}
+
+fn set(key: &[u8], value: &[u8]) -> KvOp {
+    KvOp::Set {
+        namespace: String::new(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+fn get(key: &[u8]) -> KvOp {
+    KvOp::Get {
+        namespace: String::new(),
+        key: key.to_vec(),
+    }
+}
+
+fn list() -> KvOp {
+    KvOp::List {
+        namespace: String::new(),
+        prefix: Vec::new(),
+        after: None,
+        limit: 100,
+    }
+}
+
+use palisade_model::kv::{KvOp, KvReply};
+
+#[tokio::test]
+async fn an_extensions_own_state_and_a_shared_namespace_of_its_name_are_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = unlocked(dir.path()).await;
+    // `victim`'s own state, and the shared namespace `victim` as `thief` (kv = ["victim"])
+    // reaches it: never the same storage.
+    let own = scope("victim", "self");
+    let shared = scope("thief", "victim");
+    assert_ne!(own, shared);
+    assert_eq!(
+        kv(&store, &own, set(b"secret", b"own")).await,
+        KvReply::Done
+    );
+    assert_eq!(
+        kv(&store, &shared, get(b"secret")).await,
+        KvReply::Value(None)
+    );
+    assert_eq!(
+        kv(&store, &shared, list()).await,
+        KvReply::Keys {
+            keys: vec![],
+            next: None
+        }
+    );
+    // Overwriting through the shared namespace leaves the private value alone, and the
+    // other way round.
+    assert_eq!(
+        kv(&store, &shared, set(b"secret", b"shared")).await,
+        KvReply::Done
+    );
+    assert_eq!(
+        kv(&store, &own, get(b"secret")).await,
+        KvReply::Value(Some(b"own".to_vec()))
+    );
+    assert_eq!(
+        kv(&store, &shared, set(b"only-shared", b"x")).await,
+        KvReply::Done
+    );
+    assert_eq!(
+        kv(&store, &own, list()).await,
+        KvReply::Keys {
+            keys: vec![b"secret".to_vec()],
+            next: None
+        }
+    );
+    assert_eq!(
+        kv(&store, &shared, list()).await,
+        KvReply::Keys {
+            keys: vec![b"only-shared".to_vec(), b"secret".to_vec()],
+            next: None
+        }
+    );
+    assert_eq!(
+        kv(&store, &own, get(b"only-shared")).await,
+        KvReply::Value(None)
+    );
+    // Destroying the shared namespace leaves the private one (its own data key too).
+    assert_eq!(
+        store
+            .destroy_namespace(&actor(), "acme", &shared)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        kv(&store, &own, get(b"secret")).await,
+        KvReply::Value(Some(b"own".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn an_extension_named_like_a_shared_namespace_does_not_get_it_as_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = unlocked(dir.path()).await;
+    // Extensions share namespace `cache`; an extension named `cache` writes "self".
+    let shared = scope("writer", "cache");
+    assert_eq!(
+        kv(&store, &shared, set(b"k", b"shared")).await,
+        KvReply::Done
+    );
+    let own = scope("cache", "self");
+    assert_eq!(kv(&store, &own, get(b"k")).await, KvReply::Value(None));
+    assert_eq!(
+        kv(&store, &own, list()).await,
+        KvReply::Keys {
+            keys: vec![],
+            next: None
+        }
+    );
+    assert_eq!(kv(&store, &own, set(b"k", b"own")).await, KvReply::Done);
+    assert_eq!(
+        kv(&store, &shared, get(b"k")).await,
+        KvReply::Value(Some(b"shared".to_vec()))
+    );
+    // Separate data keys: each namespace has its own scope.
+    let scopes: Vec<String> = store
+        .key_versions("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.scope)
+        .collect();
+    assert_eq!(scopes, ["kv:cache", "kv:ext:cache"]);
+}
+
+#[tokio::test]
+async fn writes_racing_a_decommission_leave_nothing_and_a_repeat_removes_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(unlocked(dir.path()).await);
+    let own = scope("ext", "self");
+    kv(&store, &own, set(b"before", b"v")).await;
+    store
+        .set_secret(&actor(), "acme", "api-key", b"s3cret")
+        .await
+        .unwrap();
+
+    // Writers keep going while the tenant is decommissioned.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = std::sync::Arc::clone(&store);
+            let own = own.clone();
+            tokio::spawn(async move {
+                // Until the decommission refuses one (bounded, so a missing refusal fails).
+                let key = format!("w{w}");
+                for _ in 0..50_000 {
+                    if let Err(e) = store
+                        .kv("acme", &own, set(key.as_bytes(), b"v"), QUOTA)
+                        .await
+                    {
+                        assert_eq!(e.kind, palisade_model::kv::KvErrorKind::Denied, "{e}");
+                        return true;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                false
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.decommission_tenant(&actor(), "acme").await.unwrap();
+    for w in writers {
+        assert!(w.await.unwrap(), "a writer was never refused");
+    }
+
+    let pool = raw(dir.path()).await;
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        let sql = match table {
+            "kv_entries" => "SELECT COUNT(*) FROM kv_entries WHERE tenant_id = 'acme'",
+            "data_keys" => "SELECT COUNT(*) FROM data_keys WHERE tenant_id = 'acme'",
+            _ => "SELECT COUNT(*) FROM secrets WHERE tenant_id = 'acme'",
+        };
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            n
+        }
+    };
+    for table in ["kv_entries", "data_keys", "secrets"] {
+        assert_eq!(count(table).await, 0, "{table} after the decommission");
+    }
+    // After it, nothing writes, seals or makes a key.
+    let e = store
+        .kv("acme", &own, set(b"after", b"v"), QUOTA)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, palisade_model::kv::KvErrorKind::Denied);
+    assert!(matches!(
+        store
+            .set_secret(&actor(), "acme", "api-key", b"again")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(count("data_keys").await, 0);
+
+    // Something left behind (a row written by an older release, say) is removed by a repeat.
+    sqlx::query(
+        "INSERT INTO kv_entries (tenant_id, namespace, key, sealed, key_version, value_bytes, updated_ms) \
+         VALUES ('acme', 'ext:ext', X'6c656674', X'00', 1, 1, 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let again = store.decommission_tenant(&actor(), "acme").await.unwrap();
+    assert_eq!(again.state, TenantState::Decommissioned);
+    assert_eq!(count("kv_entries").await, 0);
+}

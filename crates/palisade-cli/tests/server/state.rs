@@ -110,6 +110,68 @@ async fn ship_probe_with_limits(
 }
 
 #[tokio::test]
+async fn a_shared_namespace_named_like_an_extension_never_reaches_its_own_state() {
+    let world = world().await;
+    // The policy grants every namespace; the manifests ask for `self` and for `victim`.
+    ship_probe_as(&world, "acme", "victim", r#"["self"]"#).await;
+    ship_probe_as(&world, "acme", "thief", r#"["victim"]"#).await;
+    let results = probe(
+        &world,
+        "acme",
+        "victim",
+        json!([{ "op": "set", "key": "secret", "value": "victim-secret" }]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"], "done", "{results:?}");
+    let results = probe(
+        &world,
+        "acme",
+        "thief",
+        json!([
+            { "op": "get", "ns": "victim", "key": "secret" },
+            { "op": "list", "ns": "victim" },
+            { "op": "set", "ns": "victim", "key": "secret", "value": "overwritten" },
+        ]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"], Value::Null, "{results:?}");
+    assert_eq!(results[1]["ok"], json!([]), "{results:?}");
+    assert_eq!(results[2]["ok"], "done", "{results:?}");
+    // The victim's own state is untouched, and holds nothing of the shared namespace.
+    let results = probe(
+        &world,
+        "acme",
+        "victim",
+        json!([
+            { "op": "get", "key": "secret" },
+            { "op": "list" },
+        ]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"], "victim-secret", "{results:?}");
+    assert_eq!(results[1]["ok"], json!(["secret"]), "{results:?}");
+    // An extension named like a shared namespace does not read it as its own.
+    ship_probe_as(&world, "acme", "shared", r#"["self"]"#).await;
+    let results = probe(
+        &world,
+        "acme",
+        "kv-probe",
+        json!([{ "op": "set", "ns": "shared", "key": "k", "value": "shared-value" }]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"], "done", "{results:?}");
+    let results = probe(
+        &world,
+        "acme",
+        "shared",
+        json!([{ "op": "get", "key": "k" }]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"], Value::Null, "{results:?}");
+    world.shutdown().await;
+}
+
+#[tokio::test]
 async fn tenants_extensions_and_namespaces_cannot_reach_each_other() {
     let world = world().await;
     ship_probe_as(&world, "acme", "other-probe", r#"["self"]"#).await;
@@ -253,7 +315,7 @@ async fn an_extension_is_held_to_its_own_share_of_the_tenants_quotas() {
     assert_eq!(other[0]["ok"], "done", "{other:?}");
     // Bytes: 1 KiB in its namespace, whatever the tenant allows.
     world
-        .admin(Method::DELETE, "/v1/tenants/acme/kv/small", None)
+        .admin(Method::DELETE, "/v1/tenants/acme/kv/ext:small", None)
         .await;
     let results = probe(
         &world,
@@ -307,7 +369,7 @@ async fn the_policy_decides_read_and_write_per_namespace() {
                 r#"
 @id("own-kv")
 permit (principal, action in [Action::"kv:read", Action::"kv:write"], resource is KvNamespace)
-when { resource.name == principal.name };
+when { resource.name like "ext:*" };
 
 @id("shared-read-only")
 permit (principal, action == Action::"kv:read", resource is KvNamespace)
@@ -361,6 +423,55 @@ when { resource.name == "shared" };
 }
 
 #[tokio::test]
+async fn a_time_conditioned_grant_ends_on_time_while_the_deployment_stays_cached() {
+    let world = world().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let until = now + 3;
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/policy",
+            Some(policy(
+                "acme",
+                "",
+                &format!(
+                    r#"
+@id("read")
+permit (principal, action == Action::"kv:read", resource is KvNamespace);
+
+@id("write-until")
+permit (principal, action == Action::"kv:write", resource is KvNamespace)
+when {{ context.time < {until} }};
+"#
+                ),
+            )),
+        )
+        .await;
+    let set = json!([{ "op": "set", "key": "k", "value": "before" }]);
+    let results = probe(&world, "acme", "kv-probe", set).await;
+    assert_eq!(results[0]["ok"], "done", "{results:?}");
+
+    // The resolved deployment stays cached (nothing changed); the grant must still end.
+    tokio::time::sleep(Duration::from_secs(until - now + 1)).await;
+    let results = probe(
+        &world,
+        "acme",
+        "kv-probe",
+        json!([
+            { "op": "set", "key": "k", "value": "after" },
+            { "op": "get", "key": "k" },
+        ]),
+    )
+    .await;
+    assert_eq!(error_kind(&results[0]), "denied", "{results:?}");
+    assert_eq!(results[1]["ok"], "before", "{results:?}");
+    world.shutdown().await;
+}
+
+#[tokio::test]
 async fn every_quota_holds_at_its_exact_limit() {
     let world = world().await;
     let set_limits = |limits: &str| {
@@ -387,7 +498,7 @@ async fn every_quota_holds_at_its_exact_limit() {
     assert_eq!(results[0]["at"], 5);
     assert_eq!(results[1]["ok"], "done");
     world
-        .admin(Method::DELETE, "/v1/tenants/acme/kv/kv-probe", None)
+        .admin(Method::DELETE, "/v1/tenants/acme/kv/ext:kv-probe", None)
         .await;
 
     // Bytes (key + value): exactly 1000 fits, one more byte does not.
@@ -407,7 +518,7 @@ async fn every_quota_holds_at_its_exact_limit() {
     assert_eq!(results[1]["ok"], "done", "900 + 100 = 1000 bytes");
     assert_eq!(error_kind(&results[2]), "quota_exceeded", "{results:?}");
     world
-        .admin(Method::DELETE, "/v1/tenants/acme/kv/kv-probe", None)
+        .admin(Method::DELETE, "/v1/tenants/acme/kv/ext:kv-probe", None)
         .await;
 
     // Operations per invocation: the fourth ends the invocation with kv_quota_exceeded.
@@ -876,7 +987,7 @@ async fn after_decommission_nothing_of_the_tenant_can_be_decrypted() {
         .store
         .kv(
             "acme",
-            "kv-probe",
+            "ext:kv-probe",
             palisade_model::kv::KvOp::Get {
                 namespace: String::new(),
                 key: b"k".to_vec(),

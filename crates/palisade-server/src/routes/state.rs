@@ -186,8 +186,10 @@ pub async fn destroy_namespace(
 ) -> ApiResult<Json<Destroyed>> {
     caller.authorize_tenant(Action::DestroyState, &tenant)?;
     state.require_tenant(&tenant).await?;
-    palisade_model::kv::resolve_namespace(&namespace, &namespace)
-        .map_err(|e| ApiError::invalid(e.message))?;
+    // `NAME` is a shared namespace, `ext:NAME` the own state of extension NAME.
+    let namespace = palisade_model::kv::KvScope::parse(&namespace)
+        .map_err(|e| ApiError::invalid(e.message))?
+        .storage_name();
     let values = state
         .store
         .destroy_namespace(&caller.actor(), &tenant, &namespace)

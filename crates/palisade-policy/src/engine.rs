@@ -359,9 +359,15 @@ impl PolicyEngine {
         self.tenants.keys()
     }
 
+    /// The limits of a tenant without a layer of its own: platform ceilings capped by the
+    /// baseline.
+    pub fn baseline_limits(&self) -> EffectiveLimits {
+        EffectiveLimits::platform().cap(&self.baseline.document.limits)
+    }
+
     /// The tenant-wide limits: platform ceilings, capped by the baseline and the tenant layer.
     pub fn tenant_limits(&self, tenant: &TenantId) -> EffectiveLimits {
-        let limits = EffectiveLimits::platform().cap(&self.baseline.document.limits);
+        let limits = self.baseline_limits();
         match self.tenants.get(tenant) {
             Some(layer) => limits.cap(&layer.document.limits),
             None => limits,

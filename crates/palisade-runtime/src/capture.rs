@@ -155,6 +155,10 @@ impl Capture {
         message: &[u8],
     ) -> Result<(), LogLimitExceeded> {
         self.check_line_budget()?;
+        let kept = sanitize(message);
+        // The budget counts the bytes kept: the raw bytes were charged, escaping grows them
+        // (up to 10x for `\u{10ffff}`), so the growth is charged too.
+        self.charge_bytes((kept.len() as u64).saturating_sub(message.len() as u64))?;
         let elapsed_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -162,7 +166,7 @@ impl Capture {
         self.entries.push(LogEntry {
             level,
             source,
-            message: sanitize(message),
+            message: kept,
             elapsed_us,
             unix_ms,
         });
@@ -182,26 +186,85 @@ fn stream_level(source: LogSource) -> LogLevel {
 }
 
 /// Escapes everything that could forge structure in a log line: control characters
-/// (newlines, escape sequences, NUL), Unicode line and paragraph separators, bidi overrides,
-/// and invalid UTF-8.
+/// (newlines, escape sequences, NUL, C1 controls), Unicode line and paragraph separators,
+/// bidi overrides and isolates, invisible format characters (zero-width spaces and joiners,
+/// word joiners, BOM, tags, ...) and invalid UTF-8.
 pub fn sanitize(bytes: &[u8]) -> String {
+    sanitize_bounded(bytes, usize::MAX)
+}
+
+/// Appended to a line [`sanitize_bounded`] cut.
+pub const CUT_MARKER: &str = " [cut]";
+
+/// [`sanitize`], then cut to at most `max_bytes` bytes of output (escapes can make the text up
+/// to 6 times longer, so the bound applies after escaping). A cut line ends with
+/// [`CUT_MARKER`], counted in the bound, and never ends inside an escape sequence or a
+/// character.
+pub fn sanitize_bounded(bytes: &[u8], max_bytes: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    let budget = max_bytes.saturating_sub(CUT_MARKER.len());
+    // Output length at the last escape-unit boundary that still leaves room for the marker.
+    let mut fits = 0;
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control()
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
-            {
-                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            c if must_escape(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),
         }
+        if out.len() <= budget {
+            fits = out.len();
+        }
+        if out.len() > max_bytes {
+            out.truncate(fits);
+            out.push_str(CUT_MARKER);
+            return out;
+        }
     }
     out
+}
+
+/// Characters escaped besides `\`, `\n`, `\r` and `\t`: every `Cc` control (C0, DEL and C1
+/// U+0080..U+009F), the line and paragraph separators (`Zl`, `Zp`), every `Cf` format
+/// character (zero-width space/joiners, LRM/RLM/ALM, bidi embeddings, overrides and isolates,
+/// word joiner and invisible operators, BOM, Mongolian vowel separator, interlinear
+/// annotation, tags, ...), and a few invisible fillers.
+pub fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061c}'
+                | '\u{06dd}'
+                | '\u{070f}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08e2}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
+        )
 }
 
 /// The guest's stdout or stderr, charged to the invocation's log budget.
@@ -297,6 +360,60 @@ mod tests {
     }
 
     #[test]
+    fn sanitize_escapes_each_invisible_bidi_separator_and_c1_character() {
+        let mut chars: Vec<char> = Vec::new();
+        chars.extend('\u{200b}'..='\u{200f}');
+        chars.extend('\u{202a}'..='\u{202e}');
+        chars.extend('\u{2060}'..='\u{2064}');
+        chars.extend('\u{2066}'..='\u{2069}');
+        chars.extend(['\u{061c}', '\u{feff}', '\u{180e}', '\u{2028}', '\u{2029}']);
+        chars.extend([
+            '\u{00ad}',
+            '\u{0600}',
+            '\u{06dd}',
+            '\u{070f}',
+            '\u{e0001}',
+            '\u{e0041}',
+        ]);
+        chars.extend('\u{0080}'..='\u{009f}');
+        for c in chars {
+            let input = format!("a{c}b");
+            let expected = format!("a\\u{{{:x}}}b", u32::from(c));
+            assert_eq!(
+                sanitize(input.as_bytes()),
+                expected,
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // Visible text, including non-Latin scripts and emoji, is kept as it is.
+        assert_eq!(sanitize("héllo \u{202b}".as_bytes()), "héllo \\u{202b}");
+        assert_eq!(
+            sanitize("日本語 🙂 العربية".as_bytes()),
+            "日本語 🙂 العربية"
+        );
+    }
+
+    #[test]
+    fn sanitize_bounded_cuts_after_escaping_a_line_grown_6x() {
+        const BOUND: usize = 2048;
+        // Each ESC byte becomes the 6 bytes `\u{1b}`.
+        let line = vec![0x1b_u8; BOUND];
+        assert_eq!(sanitize(&line).len(), 6 * BOUND);
+        let cut = sanitize_bounded(&line, BOUND);
+        assert!(cut.len() <= BOUND, "{} > {BOUND}", cut.len());
+        assert!(cut.ends_with(CUT_MARKER));
+        let body = &cut[..cut.len() - CUT_MARKER.len()];
+        assert!(body.len() > BOUND - CUT_MARKER.len() - 6);
+        // Cut between escapes, never inside one.
+        assert_eq!(body.len() % 6, 0);
+        assert!(body.split_inclusive('}').all(|u| u == "\\u{1b}"));
+        // A line that fits after escaping is not cut.
+        assert_eq!(sanitize_bounded(b"\x1bab", 8), "\\u{1b}ab");
+        assert_eq!(sanitize_bounded(b"\x1babc", 8), CUT_MARKER);
+    }
+
+    #[test]
     fn byte_and_line_budgets_are_enforced() {
         let capture = SharedCapture::new(Instant::now(), 10, 2);
         assert!(capture.log(LogLevel::Info, "12345").is_ok());
@@ -317,6 +434,25 @@ mod tests {
         );
         let (entries, bytes, lines) = capture.finish();
         assert_eq!((entries.len(), bytes, lines), (2, 6, 2));
+    }
+
+    #[test]
+    fn the_byte_budget_counts_bytes_after_escaping() {
+        // 100 escape characters are 100 raw bytes but 600 kept (`\u{1b}` each).
+        let capture = SharedCapture::new(Instant::now(), 599, 10);
+        let escapes = "\u{1b}".repeat(100);
+        assert_eq!(
+            capture.log(LogLevel::Info, &escapes),
+            Err(LogLimitExceeded {
+                what: "bytes",
+                limit: 599
+            })
+        );
+        let capture = SharedCapture::new(Instant::now(), 600, 10);
+        assert!(capture.log(LogLevel::Info, &escapes).is_ok());
+        let (entries, bytes, _) = capture.finish();
+        assert_eq!(bytes, 600);
+        assert_eq!(entries[0].message.len(), 600);
     }
 
     #[test]

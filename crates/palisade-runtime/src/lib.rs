@@ -18,6 +18,7 @@
 //! depth, input, output and log sizes, and the import catalog. What it does not: anything
 //! about the process it runs in. That is the confinement layer's job.
 
+pub mod bounds;
 pub mod cache;
 pub mod capture;
 pub mod catalog;

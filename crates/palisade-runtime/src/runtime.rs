@@ -435,6 +435,10 @@ impl Runtime {
                                 limits.output_bytes
                             ),
                         ))
+                    } else if let Some(problem) =
+                        crate::bounds::content_type_problem(&response.content_type)
+                    {
+                        Err(InvocationError::new(ErrorKind::OutputTooLarge, problem))
                     } else {
                         Ok(Output {
                             body: response.body,
@@ -443,6 +447,11 @@ impl Runtime {
                     }
                 }
             };
+        // Messages can carry guest text (its error, its panic line): bounded here, at the source.
+        let result = result.map_err(|mut error| {
+            error.message = crate::bounds::bound_message(error.message);
+            error
+        });
 
         let fuel_consumed = if self.config.fuel_metering {
             limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
@@ -478,7 +487,7 @@ fn guest_error_of(error: v1::palisade::extension::types::ExtensionError) -> Invo
     };
     InvocationError::new(
         ErrorKind::GuestError,
-        crate::capture::sanitize(message.as_bytes()),
+        crate::capture::sanitize_bounded(message.as_bytes(), crate::bounds::ERROR_MESSAGE_BYTES),
     )
 }
 

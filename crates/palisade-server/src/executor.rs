@@ -103,6 +103,14 @@ impl Executor {
         }
     }
 
+    /// Installs every tenant's worker-level limits: jailed workers get them in their cgroup,
+    /// running ones at once. Plain and in-process execution have no per-tenant worker limits.
+    pub fn set_worker_limits(&self, limits: palisade_worker::WorkerLimitTable) {
+        if let Self::Workers(supervisor) = self {
+            supervisor.set_worker_limits(limits);
+        }
+    }
+
     /// Compiles and checks `source` where `tenant`'s invocations will run it.
     pub async fn validate(
         &self,

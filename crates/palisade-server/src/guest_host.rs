@@ -20,45 +20,46 @@ use palisade_store::{KvQuota, Store};
 use palisade_egress::TokenBucket;
 use palisade_egress::bucket::take_by;
 
-/// What a deployment may do with key-value state, decided when it is resolved.
-#[derive(Debug, Clone, Default)]
+/// What a deployment may do with key-value state. The namespaces its manifest requests are
+/// fixed at resolve; whether the policy grants read or write is asked per call, with that
+/// call's time: the prepared deployment answers from its precomputed decisions only where no
+/// layer looks at the context (a `when { context.time < ... }` rule is evaluated every time).
+#[derive(Debug, Clone)]
 pub struct KvGrants {
-    pub read: BTreeSet<String>,
-    pub write: BTreeSet<String>,
+    prepared: Arc<PreparedDeployment>,
+    tenant: TenantId,
     /// Namespaces the manifest requests (a call outside them is denied as not requested).
-    pub requested: BTreeSet<String>,
+    requested: BTreeSet<String>,
 }
 
 impl KvGrants {
-    /// The grants of a deployment: each requested namespace, read and write, as the policy
-    /// layers decide (precomputed decisions).
-    pub fn decide(
-        prepared: &PreparedDeployment,
-        tenant: &TenantId,
+    /// The grants of a deployment over the namespaces its manifest requests.
+    pub fn new(
+        prepared: Arc<PreparedDeployment>,
+        tenant: TenantId,
         requested: Vec<String>,
     ) -> Self {
-        let mut grants = Self::default();
-        for name in requested {
-            let resource = Resource::KvNamespace {
-                tenant: tenant.clone(),
-                name: name.clone(),
-            };
-            let context = CallContext::now();
-            if prepared
-                .authorize(Action::KvRead, &resource, &context)
-                .allowed
-            {
-                grants.read.insert(name.clone());
-            }
-            if prepared
-                .authorize(Action::KvWrite, &resource, &context)
-                .allowed
-            {
-                grants.write.insert(name.clone());
-            }
-            grants.requested.insert(name);
+        Self {
+            prepared,
+            tenant,
+            requested: requested.into_iter().collect(),
         }
-        grants
+    }
+
+    /// Whether the manifest requests `namespace` (a storage name).
+    pub fn requests(&self, namespace: &str) -> bool {
+        self.requested.contains(namespace)
+    }
+
+    /// Whether the policy layers allow `action` on `namespace` now.
+    pub fn allows(&self, action: Action, namespace: &str) -> bool {
+        let resource = Resource::KvNamespace {
+            tenant: self.tenant.clone(),
+            name: namespace.to_owned(),
+        };
+        self.prepared
+            .authorize(action, &resource, &CallContext::now())
+            .allowed
     }
 }
 
@@ -197,18 +198,17 @@ impl HostCalls for GuestHost {
     async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
         op.validate()?;
         let namespace = resolve_namespace(&self.extension, op.namespace())?;
-        if !self.grants.requested.contains(&namespace) {
+        if !self.grants.requests(&namespace) {
             return Err(denied(format!(
                 "the manifest does not request key-value namespace `{namespace}`"
             )));
         }
-        let granted = if op.writes() {
-            &self.grants.write
+        let action = if op.writes() {
+            Action::KvWrite
         } else {
-            &self.grants.read
+            Action::KvRead
         };
-        if !granted.contains(&namespace) {
-            let action = if op.writes() { "kv:write" } else { "kv:read" };
+        if !self.grants.allows(action, &namespace) {
             return Err(denied(format!(
                 "the policy does not grant {action} on namespace `{namespace}` of tenant {}",
                 self.tenant

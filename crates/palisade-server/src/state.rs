@@ -128,6 +128,21 @@ impl<T> Generational<T> {
     }
 }
 
+/// Every tenant's worker-level limits under `engine` (`worker_memory`, `worker_cpu`).
+fn worker_limits(engine: &PolicyEngine) -> palisade_worker::WorkerLimitTable {
+    let of = |limits: EffectiveLimits| palisade_worker::WorkerLimits {
+        memory_bytes: limits.get(LimitKey::WorkerMemory),
+        cpu_millicores: limits.get(LimitKey::WorkerCpu),
+    };
+    palisade_worker::WorkerLimitTable {
+        default: Some(of(engine.baseline_limits())),
+        tenants: engine
+            .tenants()
+            .map(|tenant| (tenant.as_str().to_owned(), of(engine.tenant_limits(tenant))))
+            .collect(),
+    }
+}
+
 impl AppState {
     pub fn new(
         store: Store,
@@ -138,6 +153,7 @@ impl AppState {
         policy: PolicyEngine,
         gateway: palisade_egress::Gateway,
     ) -> Self {
+        executor.set_worker_limits(worker_limits(&policy));
         Self {
             store,
             settings,
@@ -168,6 +184,7 @@ impl AppState {
     /// Installs a new policy engine; every resolved deployment is resolved again (its limits
     /// may have changed).
     pub fn set_policy(&self, engine: PolicyEngine) {
+        self.executor.set_worker_limits(worker_limits(&engine));
         *self
             .policy
             .write()
@@ -327,11 +344,15 @@ impl AppState {
         let policy = self.policy();
         let deployed = palisade_policy::Deployment::new(tenant_id.clone(), manifest);
         let effective = policy.effective_limits(&deployed);
-        let prepared = policy.prepare(&deployed);
-        let kv = KvGrants::decide(&prepared, &tenant_id, deployed.kv_namespaces());
+        let prepared = Arc::new(policy.prepare(&deployed));
+        let kv = KvGrants::new(
+            Arc::clone(&prepared),
+            tenant_id.clone(),
+            deployed.kv_namespaces(),
+        );
         let http = deployed.manifest.capabilities.http_patterns();
         let resolved = Arc::new(Resolved {
-            prepared: Arc::new(prepared),
+            prepared,
             http,
             source: ExtensionSource::new(version.manifest.clone(), wasm),
             limits: effective.runtime(),

@@ -11,7 +11,10 @@ use std::sync::Mutex;
 use palisade_jail::{ExitReason, JailConfig, JailError, Jailed, Mode};
 use palisade_model::{Isolation, IsolationMode};
 
-use crate::launch::{ExitSummary, LaunchError, Launcher, WorkerCommand, WorkerProcess};
+use crate::launch::{
+    ExitSummary, LaunchError, Launcher, WorkerCommand, WorkerLimitTable, WorkerLimits,
+    WorkerProcess,
+};
 
 /// Starts each tenant's worker in a jail built from `template`.
 #[derive(Debug)]
@@ -22,6 +25,10 @@ pub struct JailLauncher {
     pub template: JailConfig,
     uids: TenantUids,
     missing: Mutex<Vec<String>>,
+    /// Each tenant's worker limits, written into its cgroup at every launch.
+    worker_limits: Mutex<WorkerLimitTable>,
+    /// The cgroup name of every tenant launched so far, to update running workers' limits.
+    cgroups: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// First host uid handed to tenants; each tenant gets its own, so per-uid limits
@@ -42,8 +49,11 @@ pub struct TenantUids(std::sync::Arc<Mutex<UidTable>>);
 
 #[derive(Debug, Default)]
 struct UidTable {
+    /// Persisted slots, from the store.
     slots: std::collections::HashMap<String, u32>,
-    next_local: u32,
+    /// Process-local slots of unregistered tenants (kept apart: a persisted slot past the
+    /// persisted range is an error, a local one never is).
+    local: std::collections::HashMap<String, u32>,
 }
 
 impl TenantUids {
@@ -70,14 +80,17 @@ impl TenantUids {
                 )))
             };
         }
-        if table.next_local >= LOCAL_SLOTS {
+        if let Some(&slot) = table.local.get(tenant) {
+            return Ok(TENANT_UID_BASE + slot);
+        }
+        let next = u32::try_from(table.local.len()).unwrap_or(u32::MAX);
+        if next >= LOCAL_SLOTS {
             return Err(LaunchError::Other(
                 "every process-local uid slot is in use".into(),
             ));
         }
-        let slot = LOCAL_SLOT_BASE + table.next_local;
-        table.next_local += 1;
-        table.slots.insert(tenant.to_owned(), slot);
+        let slot = LOCAL_SLOT_BASE + next;
+        table.local.insert(tenant.to_owned(), slot);
         Ok(TENANT_UID_BASE + slot)
     }
 }
@@ -94,6 +107,8 @@ impl JailLauncher {
             template,
             uids: TenantUids::default(),
             missing: Mutex::default(),
+            worker_limits: Mutex::default(),
+            cgroups: Mutex::default(),
         })
     }
 
@@ -102,6 +117,29 @@ impl JailLauncher {
         self.uids = uids;
         self
     }
+
+    /// The jail of `tenant`'s worker in cgroup `cgroup`: the template with the tenant's
+    /// worker limits (memory and CPU quota of its cgroup).
+    fn config_for(&self, cgroup: String, limits: Option<WorkerLimits>) -> JailConfig {
+        let mut config = self.template.clone();
+        config.tenant = cgroup;
+        if let Some(limits) = limits {
+            config.limits.memory_max = Some(limits.memory_bytes);
+            config.limits.cpu_percent = Some(cpu_percent(limits.cpu_millicores));
+        }
+        config
+    }
+}
+
+/// Millicores as the jail's percent of one core, rounded up, at least 1.
+fn cpu_percent(millicores: u64) -> u32 {
+    u32::try_from(millicores.div_ceil(10).max(1)).unwrap_or(u32::MAX)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn jail_error(error: JailError) -> LaunchError {
@@ -130,9 +168,11 @@ fn cgroup_name(tenant: &str, uid: u32) -> String {
 
 impl Launcher for JailLauncher {
     fn launch(&self, tenant: &str, ipc: OwnedFd) -> Result<Box<dyn WorkerProcess>, LaunchError> {
-        let mut config = self.template.clone();
         let uid = self.uids.uid(tenant)?;
-        config.tenant = cgroup_name(tenant, uid);
+        let cgroup = cgroup_name(tenant, uid);
+        let limits = lock(&self.worker_limits).get(tenant);
+        lock(&self.cgroups).insert(tenant.to_owned(), cgroup.clone());
+        let mut config = self.config_for(cgroup, limits);
         config.host_uid = uid;
         config.host_gid = uid;
         let args: Vec<OsString> = self.command.args.clone();
@@ -144,19 +184,12 @@ impl Launcher for JailLauncher {
             .iter()
             .map(|m| m.layer.name().to_owned())
             .collect();
-        *self
-            .missing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = missing;
+        *lock(&self.missing) = missing;
         Ok(Box::new(JailedProcess(Some(jailed))))
     }
 
     fn isolation(&self) -> Isolation {
-        let missing = self
-            .missing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let missing = lock(&self.missing).clone();
         Isolation {
             mode: if missing.is_empty() {
                 IsolationMode::Jailed
@@ -164,6 +197,36 @@ impl Launcher for JailLauncher {
                 IsolationMode::Degraded
             },
             missing,
+        }
+    }
+
+    fn set_worker_limits(&self, table: WorkerLimitTable) {
+        // Installed first, so a worker launched from now on gets the new limits.
+        let previous = std::mem::replace(&mut *lock(&self.worker_limits), table.clone());
+        let launched: Vec<(String, String)> = lock(&self.cgroups)
+            .iter()
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
+        for (tenant, cgroup) in launched {
+            let limits = table.get(&tenant);
+            if limits == previous.get(&tenant) {
+                continue;
+            }
+            let config = self.config_for(cgroup, limits);
+            match palisade_jail::update_cgroup_limits(&config) {
+                Ok(true) => tracing::info!(
+                    %tenant,
+                    memory_max = ?config.limits.memory_max,
+                    cpu_percent = ?config.limits.cpu_percent,
+                    "updated the running worker's cgroup limits"
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    %tenant,
+                    %error,
+                    "could not update the running worker's cgroup limits; its next worker gets them"
+                ),
+            }
         }
     }
 }

@@ -44,6 +44,31 @@ pub trait Launcher: Send + Sync {
     fn launch(&self, tenant: &str, ipc: OwnedFd) -> Result<Box<dyn WorkerProcess>, LaunchError>;
     /// How the workers it starts are isolated.
     fn isolation(&self) -> Isolation;
+    /// Installs every tenant's worker-level limits (from the effective policy): workers
+    /// started later get them, and a launcher that can also changes running workers'. Plain
+    /// workers have no per-tenant limits below the wasm sandbox, so the default ignores them.
+    fn set_worker_limits(&self, _limits: WorkerLimitTable) {}
+}
+
+/// Worker-level limits of one tenant (policy `worker_memory` and `worker_cpu`): the whole
+/// worker process, beyond the per-invocation wasm limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerLimits {
+    pub memory_bytes: u64,
+    pub cpu_millicores: u64,
+}
+
+/// Every tenant's worker limits: `default` for a tenant without its own entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerLimitTable {
+    pub default: Option<WorkerLimits>,
+    pub tenants: std::collections::HashMap<String, WorkerLimits>,
+}
+
+impl WorkerLimitTable {
+    pub fn get(&self, tenant: &str) -> Option<WorkerLimits> {
+        self.tenants.get(tenant).copied().or(self.default)
+    }
 }
 
 /// The worker program: the `palisade` binary with a hidden subcommand, or `palisade-worker`.

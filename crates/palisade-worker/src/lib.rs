@@ -12,6 +12,6 @@ pub mod supervisor;
 pub mod worker;
 
 pub use jailed::JailLauncher;
-pub use launch::{Launcher, PlainLauncher, WorkerCommand};
+pub use launch::{Launcher, PlainLauncher, WorkerCommand, WorkerLimitTable, WorkerLimits};
 pub use supervisor::{ExtensionSource, PoolSnapshot, Supervisor, SupervisorConfig};
 pub use worker::{WorkerOptions, worker_main};

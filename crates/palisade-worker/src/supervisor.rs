@@ -58,16 +58,28 @@ impl Default for SupervisorConfig {
 pub struct ExtensionSource {
     pub manifest: String,
     pub wasm: Arc<Vec<u8>>,
+    /// The component's SHA-256.
     pub digest: Sha256Digest,
+    /// What a worker's load is keyed by: the component and the exact manifest (its API
+    /// version, so the imports it is checked against, its config and limits). The same bytes
+    /// under another manifest are another load, checked and configured by that manifest.
+    pub load_key: Sha256Digest,
 }
 
 impl ExtensionSource {
     pub fn new(manifest: String, wasm: Vec<u8>) -> Self {
         let digest = Sha256Digest(Sha256::digest(&wasm).into());
+        let load_key = Sha256::new()
+            .chain_update(b"palisade-load-v1\0")
+            .chain_update((manifest.len() as u64).to_le_bytes())
+            .chain_update(manifest.as_bytes())
+            .chain_update(digest.0)
+            .finalize();
         Self {
             manifest,
             wasm: Arc::new(wasm),
             digest,
+            load_key: Sha256Digest(load_key.into()),
         }
     }
 }
@@ -131,6 +143,8 @@ struct Pending {
     /// The caller's span (request and invocation ids): the worker's lines about this
     /// invocation are logged inside it.
     span: tracing::Span,
+    /// The limits the invocation runs under: its outcome is checked against them.
+    limits: Limits,
 }
 
 /// Lines a worker may log per second; the rest are dropped and counted.
@@ -175,30 +189,22 @@ impl LogBudget {
     }
 }
 
-/// A worker's line as it may be logged: at most [`WORKER_LOG_LINE_BYTES`], control
-/// characters (terminal escapes, newlines that would forge log lines) replaced.
+/// A worker's line as it may be logged: escaped by the runtime's own sanitiser here, in the
+/// supervisor (the worker's cleaning is not trusted: controls, separators, bidi and invisible
+/// characters become `\u{..}`), then cut to at most [`WORKER_LOG_LINE_BYTES`] after escaping.
 fn clean_log_line(message: &str) -> String {
-    let mut end = message.len().min(WORKER_LOG_LINE_BYTES);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut line: String = message[..end]
-        .chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect();
-    if end < message.len() {
-        line.push_str(" [cut]");
-    }
-    line
+    palisade_runtime::capture::sanitize_bounded(message.as_bytes(), WORKER_LOG_LINE_BYTES)
 }
 
-/// Logs one line from `worker` at its level, as the `palisade_worker::worker` target.
+/// Logs one line from `worker` at its level, as the `palisade_worker::worker` target. The
+/// line is only ever a quoted field (`line="..."`, Debug-formatted), never the message, so in
+/// the text format it cannot put `level=error ...` or fake fields ahead of the real ones.
 fn log_worker_line(worker: &Worker, invocation: Option<u64>, level: WorkerLogLevel, line: &str) {
     let tenant = worker.tenant.as_str();
     let pid = worker.pid;
     macro_rules! emit {
         ($level:expr) => {
-            tracing::event!(target: "palisade_worker::worker", $level, tenant, worker_pid = pid, worker_invocation = invocation, "{line}")
+            tracing::event!(target: "palisade_worker::worker", $level, tenant, worker_pid = pid, worker_invocation = invocation, line = ?line, "worker log")
         };
     }
     match level {
@@ -310,6 +316,11 @@ impl Supervisor {
         }
     }
 
+    /// Installs every tenant's worker-level limits (see [`crate::Launcher::set_worker_limits`]).
+    pub fn set_worker_limits(&self, limits: crate::launch::WorkerLimitTable) {
+        self.launcher.set_worker_limits(limits);
+    }
+
     pub fn snapshot(&self) -> PoolSnapshot {
         let pool = lock(&self.pool);
         let mut live: Vec<(String, Option<u32>)> = pool
@@ -409,6 +420,7 @@ impl Supervisor {
                 host,
                 calling: false,
                 span: tracing::Span::current(),
+                limits: *limits,
             },
         );
         let frame = encode(&ToWorker::Invoke {
@@ -470,7 +482,7 @@ impl Supervisor {
         extension: &ExtensionSource,
     ) -> Result<u64, InvocationError> {
         let mut loaded = worker.loaded.lock().await;
-        if let Some(id) = loaded.get(&extension.digest) {
+        if let Some(id) = loaded.get(&extension.load_key) {
             return Ok(*id);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -488,7 +500,7 @@ impl Supervisor {
         }
         match tokio::time::timeout(self.config.load_timeout, answer).await {
             Ok(Ok(Ok(()))) => {
-                loaded.insert(extension.digest, id);
+                loaded.insert(extension.load_key, id);
                 Ok(id)
             }
             Ok(Ok(Err(error))) => Err(error),
@@ -742,14 +754,30 @@ async fn read_replies(
         let violation = match read_frame::<FromWorker>(&mut reader).await {
             Ok(FromWorker::Done {
                 invocation,
-                outcome,
-            }) => match lock(&worker.pending).remove(&invocation) {
-                Some(pending) => {
-                    let _ = pending.reply.send(outcome);
-                    continue;
+                mut outcome,
+            }) => {
+                // The worker's own checks are not trusted: the outcome is held to the bounds
+                // here. A violation kills the worker, which answers this invocation too.
+                let mut pending = lock(&worker.pending);
+                match pending.get(&invocation).map(|p| p.limits) {
+                    Some(limits) => {
+                        match palisade_runtime::bounds::check_outcome(&mut outcome, &limits) {
+                            Ok(()) => {
+                                if let Some(pending) = pending.remove(&invocation) {
+                                    let _ = pending.reply.send(outcome);
+                                }
+                                continue;
+                            }
+                            Err(violation) => {
+                                format!("invocation {invocation} ended with {violation}")
+                            }
+                        }
+                    }
+                    None => {
+                        format!("an answer for invocation {invocation}, which it does not hold")
+                    }
                 }
-                None => format!("an answer for invocation {invocation}, which it does not hold"),
-            },
+            }
             Ok(FromWorker::HostCall {
                 invocation,
                 call,
@@ -844,12 +872,17 @@ mod tests {
     #[test]
     fn a_worker_log_line_cannot_forge_lines_or_grow_without_bound() {
         assert_eq!(
-            clean_log_line("ok\n{\"level\":\"ERROR\"}\u{1b}[2J"),
-            "ok\u{fffd}{\"level\":\"ERROR\"}\u{fffd}[2J"
+            clean_log_line("ok\n{\"level\":\"ERROR\"}\u{1b}[2J\u{202e}\u{200b}"),
+            "ok\\n{\"level\":\"ERROR\"}\\u{1b}[2J\\u{202e}\\u{200b}"
         );
         let long = "é".repeat(WORKER_LOG_LINE_BYTES);
         let cut = clean_log_line(&long);
-        assert!(cut.len() <= WORKER_LOG_LINE_BYTES + " [cut]".len());
+        assert!(cut.len() <= WORKER_LOG_LINE_BYTES);
+        assert!(cut.ends_with(" [cut]"));
+        // Escaping grows `\u{1b}` 6x: the bound holds after escaping.
+        let grown = "\u{1b}".repeat(WORKER_LOG_LINE_BYTES);
+        let cut = clean_log_line(&grown);
+        assert!(cut.len() <= WORKER_LOG_LINE_BYTES, "{}", cut.len());
         assert!(cut.ends_with(" [cut]"));
     }
 

@@ -89,7 +89,7 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
     }
     let (mut reader, writer) = socket.into_split();
     let (replies, mut outbox) = mpsc::channel::<FromWorker>(64);
-    let writer_task = tokio::spawn(async move {
+    let mut writer_task = tokio::spawn(async move {
         let mut writer = writer;
         while let Some(message) = outbox.recv().await {
             write_frame(&mut writer, &message).await?;
@@ -121,7 +121,20 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
     let calls = Arc::new(HostCallTable::default());
     let slots = Arc::new(Semaphore::new(options.concurrency as usize));
     loop {
-        let message = match read_frame::<ToWorker>(&mut reader).await {
+        let frame = tokio::select! {
+            frame = read_frame::<ToWorker>(&mut reader) => frame,
+            // The writer ends only on a failure (a frame the link refuses, a broken socket):
+            // the worker ends with it, so the supervisor sees a dead worker at once instead of
+            // a live one that never answers.
+            written = &mut writer_task => {
+                return Err(match written {
+                    Ok(Err(error)) => error.into(),
+                    Ok(Ok(())) => WorkerError::Sandbox("the writer to the supervisor stopped".into()),
+                    Err(error) => WorkerError::Sandbox(format!("writer task failed: {error}")),
+                });
+            }
+        };
+        let message = match frame {
             Ok(message) => message,
             Err(FrameError::Closed) => break,
             Err(error) => return Err(error.into()),
@@ -323,6 +336,9 @@ impl IpcHost {
 #[async_trait::async_trait]
 impl HostCalls for IpcHost {
     async fn kv(&self, op: KvOp) -> Result<KvReply, KvError> {
+        // Refused here, at the source, with its own kind: an oversized key, value or
+        // namespace never becomes a frame (the supervisor checks again).
+        op.validate()?;
         match self.call(HostOp::Kv(op)).await {
             Some(HostReply::Kv(reply)) => reply,
             _ => Err(KvError::new(

@@ -106,6 +106,32 @@ async fn invocations_run_in_a_worker_and_limits_hold_there() {
 }
 
 #[tokio::test]
+async fn the_same_bytes_under_another_manifest_are_another_load() {
+    let supervisor = real_workers(SupervisorConfig::default());
+    let hi = fixture("examples/greeter");
+    let hello = ExtensionSource::new(
+        hi.manifest
+            .replace("greeting = \"Hi\"", "greeting = \"Hello\""),
+        hi.wasm.as_ref().clone(),
+    );
+    assert_eq!(hi.digest, hello.digest);
+    assert_ne!(hi.load_key, hello.load_key);
+    for (source, expected) in [
+        (&hi, "Hi, Ada!"),
+        (&hello, "Hello, Ada!"),
+        (&hi, "Hi, Ada!"),
+    ] {
+        let outcome = supervisor
+            .invoke("acme", source, text("Ada"), &limits(2000))
+            .await;
+        assert_eq!(outcome.result.unwrap().body, expected.as_bytes());
+    }
+    // One worker served both: the second manifest was loaded beside the first.
+    assert_eq!(supervisor.snapshot().started, 1);
+    supervisor.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_silent_worker_is_killed_at_the_deadline() {
     let script = format!(
         "printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; exec /bin/sleep 30"
@@ -282,4 +308,79 @@ async fn many_tenants_over_a_small_pool_lose_nothing() {
     assert_eq!(answered, 24);
     assert_eq!(supervisor.snapshot().crashed, 0);
     supervisor.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_outcome_over_its_bounds_is_a_protocol_violation() {
+    use palisade_model::{InvocationError, LogEntry, LogLevel, LogSource, Output};
+    use palisade_worker::protocol::{FromWorker, encode};
+    let output = |content_type: String| Outcome {
+        result: Ok(Output {
+            body: b"ok".to_vec(),
+            content_type,
+        }),
+        usage: Default::default(),
+        logs: Vec::new(),
+        isolation: Default::default(),
+    };
+    let mut forged_log = output("text/plain".into());
+    forged_log.logs.push(LogEntry {
+        level: LogLevel::Info,
+        source: LogSource::Log,
+        message: "fine\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J".into(),
+        elapsed_us: 0,
+        unix_ms: 0,
+    });
+    let cases = [
+        (output("x".repeat(32 << 10)), "content type"),
+        (
+            Outcome::rejected(InvocationError::new(
+                ErrorKind::GuestError,
+                "e".repeat(64 << 10),
+            )),
+            "error message",
+        ),
+        (forged_log, "unescaped control characters"),
+        (
+            Outcome {
+                result: Ok(Output {
+                    body: vec![0; 2 << 20],
+                    content_type: "text/plain".into(),
+                }),
+                ..output(String::new())
+            },
+            "over its limit",
+        ),
+    ];
+    for (outcome, expected) in cases {
+        // Ids come from one counter: the load took 1, the invocation gets 2.
+        let frame = encode(&FromWorker::Done {
+            invocation: 2,
+            outcome,
+        })
+        .unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &frame).unwrap();
+        // Answers the load, waits until the invocation is surely sent, then sends the outcome.
+        let script = format!(
+            "printf '{READY}' >&0; /usr/bin/head -c 4 >/dev/null; printf '{LOADED_1}' >&0; /bin/sleep 1; /bin/cat {} >&0; exec /bin/sleep 30",
+            file.path().display()
+        );
+        let supervisor = fake_workers(&script, SupervisorConfig::default());
+        let mut limits = limits(10_000);
+        limits.output_bytes = 1 << 20;
+        let outcome = supervisor
+            .invoke("acme", &fixture("fixtures/echo"), text(""), &limits)
+            .await;
+        assert_eq!(
+            kind(&outcome),
+            Some(ErrorKind::WorkerCrashed),
+            "{expected}: {outcome:?}"
+        );
+        let message = outcome.result.unwrap_err().message;
+        assert!(
+            message.contains("protocol violation") && message.contains(expected),
+            "{message}"
+        );
+    }
 }

@@ -260,6 +260,107 @@ async fn racing_policy_changes_leave_the_stored_head_in_force() {
     world.shutdown().await;
 }
 
+fn worker_policy(memory: &str, cpu: u64) -> serde_json::Value {
+    let document = format!(
+        "format = 1\nlayer = \"tenant\"\ntenant = \"acme\"\n\n[limits]\n\
+         worker_memory = \"{memory}\"\nworker_cpu = {cpu}\n\n[cedar]\n\
+         text = '''@id(\"all\")\npermit (principal, action, resource);'''\n"
+    );
+    json!({ "document": document, "reason": "worker limits" })
+}
+
+/// The memory limit and CPU quota (µs per 100 ms period) of the cgroup `pid` runs in, read
+/// from the cgroup files (v1 or v2).
+fn cgroup_limits(pid: u32) -> (u64, u64) {
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path_of = |wanted: &str| {
+        membership.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let hit = if wanted.is_empty() {
+                controllers.is_empty()
+            } else {
+                controllers.split(',').any(|c| c == wanted)
+            };
+            hit.then(|| path.trim_start_matches('/').to_owned())
+        })
+    };
+    let read = |file: std::path::PathBuf| {
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .to_owned()
+    };
+    let cgroup = std::path::Path::new("/sys/fs/cgroup");
+    if let (Some(memory), Some(cpu)) = (path_of("memory"), path_of("cpu")) {
+        (
+            read(
+                cgroup
+                    .join("memory")
+                    .join(memory)
+                    .join("memory.limit_in_bytes"),
+            )
+            .parse()
+            .unwrap(),
+            read(cgroup.join("cpu").join(cpu).join("cpu.cfs_quota_us"))
+                .parse()
+                .unwrap(),
+        )
+    } else {
+        let root = if cgroup.join("cgroup.controllers").exists() {
+            cgroup.to_owned()
+        } else {
+            cgroup.join("unified")
+        };
+        let dir = root.join(path_of("").unwrap());
+        let cpu = read(dir.join("cpu.max"));
+        (
+            read(dir.join("memory.max")).parse().unwrap(),
+            cpu.split_whitespace().next().unwrap().parse().unwrap(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn worker_limits_from_policy_reach_the_tenants_cgroup_and_follow_changes() {
+    let world = InProcess::new().await;
+    world
+        .admin(Method::POST, "/v1/tenants", Some(json!({ "id": "acme" })))
+        .await;
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/policy",
+            Some(worker_policy("96 MiB", 250)),
+        )
+        .await;
+    world.ship("acme", "fixtures/echo", "1.0.0").await;
+    let answer = world.invoke(&world.admin, "acme", "echo", b"hello").await;
+    assert_eq!(answer.status, 200, "{}", answer.json);
+    let pid = || {
+        let snapshot = world.state.executor.pool_snapshot().unwrap();
+        let at = snapshot.live.iter().position(|t| t == "acme").unwrap();
+        snapshot.pids[at]
+    };
+    let worker = pid();
+    // 250 millicores is a quarter of a core: 25 ms of every 100 ms.
+    assert_eq!(cgroup_limits(worker), (96 << 20, 25_000));
+
+    // A policy change reaches the running worker, and a worker started later has it too.
+    world
+        .admin(
+            Method::PUT,
+            "/v1/tenants/acme/policy",
+            Some(worker_policy("128 MiB", 500)),
+        )
+        .await;
+    assert_eq!(cgroup_limits(worker), (128 << 20, 50_000));
+    let answer = world.invoke(&world.admin, "acme", "echo", b"again").await;
+    assert_eq!(answer.status, 200, "{}", answer.json);
+    assert_eq!(cgroup_limits(pid()), (128 << 20, 50_000));
+    world.shutdown().await;
+}
+
 /// Runs the futures concurrently on this task and collects their outputs in order.
 async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut set = Vec::new();

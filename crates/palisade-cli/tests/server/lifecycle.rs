@@ -374,11 +374,14 @@ fn one_invocation_is_followed_through_every_layer_by_its_ids() {
         .iter()
         .find(|l| l["target"] == "palisade::guest")
         .unwrap();
+    // Guest text is a quoted (Debug) field, never the message.
+    assert_eq!(guest["fields"]["message"], "guest log", "{guest}");
     assert!(
-        guest["fields"]["message"]
+        guest["fields"]["line"]
             .as_str()
             .unwrap()
-            .starts_with("order totals")
+            .starts_with("\"order totals"),
+        "{guest}"
     );
     let dispatch = lines
         .iter()
@@ -392,9 +395,9 @@ fn one_invocation_is_followed_through_every_layer_by_its_ids() {
         .iter()
         .find(|l| {
             l["target"] == "palisade_worker::worker"
-                && l["fields"]["message"]
+                && l["fields"]["line"]
                     .as_str()
-                    .is_some_and(|m| m.starts_with("invocation finished in the worker: ok"))
+                    .is_some_and(|m| m.starts_with("\"invocation finished in the worker: ok"))
         })
         .unwrap_or_else(|| panic!("no worker line with the outcome: {lines:?}"));
     assert_eq!(

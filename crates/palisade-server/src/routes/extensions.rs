@@ -626,14 +626,16 @@ fn metadata(
 /// Guest log lines become server log events (already sanitised), carrying the invocation's
 /// span: request id, invocation id, tenant, extension and version.
 fn log_outcome(outcome: &Outcome) {
+    // Guest text only ever goes in a quoted field (`line="..."`), never the message: in the
+    // text format it cannot put `level=error ...` or fake fields ahead of the real ones.
     for entry in &outcome.logs {
         tracing::info!(
             target: "palisade::guest",
             level = ?entry.level,
             source = ?entry.source,
             elapsed_us = entry.elapsed_us,
-            "{}",
-            entry.message
+            line = ?entry.message,
+            "guest log"
         );
     }
     match &outcome.result {

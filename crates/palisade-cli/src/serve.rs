@@ -45,6 +45,9 @@ pub struct ServerArgs {
     /// Seconds shutdown waits for in-flight requests.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
+    /// Seconds a client may take to send a request's headers before its connection is closed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
     /// The key-encryption key of tenant state and secrets: a file of 64 hex characters. Without
     /// it (and without PALISADE_KEK), one is made in the data directory on first start.
     #[arg(long, env = "PALISADE_KEK_FILE")]
@@ -76,6 +79,7 @@ impl ServerArgs {
         config.admission.max_in_flight = self.max_in_flight;
         config.max_tenant_labels = self.metrics_tenants;
         config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        config.header_timeout = Duration::from_secs(self.header_timeout);
         config.kek = match (&self.kek_file, std::env::var("PALISADE_KEK")) {
             (Some(path), _) => KekSource::File(path.clone()),
             (None, Ok(hex)) => KekSource::Hex(hex),

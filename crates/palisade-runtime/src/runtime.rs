@@ -275,6 +275,22 @@ impl Runtime {
                 format!("component.sha256 is {pinned} but the component's SHA-256 is {digest}"),
             ));
         }
+        let limits = Limits::resolve(
+            manifest.limits.get_ref(),
+            &self.config.default_limits,
+            &self.config.ceiling_limits,
+        );
+        // A limit the engine cannot give would end in a trap of the engine's own, not in
+        // `memory_limit`: refused here, at load, with what this engine gives.
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(InvocationError::new(
+                ErrorKind::InvalidManifest,
+                format!(
+                    "limits.memory is {} bytes; this engine gives an instance at most {} bytes",
+                    limits.memory_bytes, self.config.max_memory_bytes
+                ),
+            ));
+        }
         let entry = self.catalog.entry(&manifest.extension.api)?;
         let (component, cache_source) = self
             .cache
@@ -294,11 +310,7 @@ impl Runtime {
                 version: manifest.extension.version.clone(),
                 api: manifest.extension.api.clone(),
                 digest,
-                limits: Limits::resolve(
-                    manifest.limits.get_ref(),
-                    &self.config.default_limits,
-                    &self.config.ceiling_limits,
-                ),
+                limits,
                 config: Arc::new(manifest.config_values()),
                 pre,
                 cache_source,
@@ -374,14 +386,19 @@ impl Runtime {
             .build();
         let state = HostState {
             wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(limits.memory_bytes, self.config.max_table_elements),
+            table: bounded_table(),
+            // Never above what the engine gives, so the limiter (and `memory_limit`) is
+            // always what stops a guest, whatever limit the caller passed.
+            limiter: MemoryLimiter::new(
+                limits.memory_bytes.min(self.config.max_memory_bytes),
+                self.config.max_table_elements,
+            ),
             capture: capture.clone(),
             config: Arc::clone(&extension.inner.config),
             egress: EgressHooks {
                 host: Arc::clone(&host),
             },
-            http: WasiHttpCtx::new(),
+            http: bounded_http(),
             host,
         };
         let mut store = Store::new(&self.engine, state);
@@ -491,6 +508,28 @@ fn guest_error_of(error: v1::palisade::extension::types::ExtensionError) -> Invo
     )
 }
 
+/// Host-side resources one invocation may hold at once: `wasi:http` header maps, requests,
+/// bodies, streams, pollables and the WASI resources. What the host holds for a guest is not
+/// in its linear memory, so without this cap thousands of header maps took a worker to
+/// 558 MB under a 16 MiB guest limit.
+pub const MAX_HOST_RESOURCES: usize = 512;
+
+/// Bytes of names and values one `wasi:http` header map may hold. With
+/// [`MAX_HOST_RESOURCES`] this bounds header maps to 8 MiB per invocation.
+pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
+
+fn bounded_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HOST_RESOURCES);
+    table
+}
+
+fn bounded_http() -> WasiHttpCtx {
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(MAX_FIELDS_BYTES);
+    http
+}
+
 /// Maps a wasmtime error to the documented error kinds. Our own limit errors are checked
 /// first: they are the cause even when wasmtime reports them inside a trap.
 fn classify(error: &wasmtime::Error, capture: &SharedCapture, limits: &Limits) -> InvocationError {
@@ -502,6 +541,28 @@ fn classify(error: &wasmtime::Error, capture: &SharedCapture, limits: &Limits) -
     }
     if let Some(exceeded) = error.downcast_ref::<LogLimitExceeded>() {
         return InvocationError::new(ErrorKind::LogLimit, exceeded.to_string());
+    }
+    if let Some(wasmtime::component::ResourceTableError::Full) =
+        error.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        return InvocationError::new(
+            ErrorKind::MemoryLimit,
+            format!(
+                "the guest made the host hold more than {MAX_HOST_RESOURCES} resources at once (HTTP header maps, requests, bodies, streams); they count against its memory"
+            ),
+        );
+    }
+    if let Some(
+        wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
+        | wasmtime_wasi_http::FieldMapError::TooManyFields,
+    ) = error.downcast_ref::<wasmtime_wasi_http::FieldMapError>()
+    {
+        return InvocationError::new(
+            ErrorKind::MemoryLimit,
+            format!(
+                "an HTTP header map grew past {MAX_FIELDS_BYTES} bytes; host-side memory counts against the guest's"
+            ),
+        );
     }
     if let Some(exhausted) = error.downcast_ref::<KvBudgetExhausted>() {
         return InvocationError::new(ErrorKind::KvQuotaExceeded, exhausted.to_string());

@@ -134,6 +134,62 @@ async fn deadline_holds_without_fuel_metering() {
 }
 
 #[tokio::test]
+async fn host_side_resources_count_against_the_memory_limit() {
+    // Header maps live on the host's side; the guest's own memory barely grows.
+    let outcome =
+        assert_attack_contained("fixtures/host-hoard", None, ErrorKind::MemoryLimit).await;
+    let message = outcome.result.unwrap_err().message;
+    assert!(message.contains("resources"), "{message}");
+    // One header map grown without bound is stopped the same way.
+    let runtime = runtime(true);
+    let (_, extension) = load(&runtime, "fixtures/host-hoard");
+    let (outcome, _) = invoke(
+        &runtime,
+        &extension,
+        text("one-big-map"),
+        &extension.limits(),
+    )
+    .await;
+    assert_eq!(kind(&outcome), Some(ErrorKind::MemoryLimit), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_memory_limit_over_what_the_engine_gives_is_refused_or_held_as_memory_limit() {
+    let small = |pooling| {
+        Runtime::new(RuntimeConfig {
+            pooling,
+            max_concurrent: 2,
+            max_memory_bytes: 16 << 20,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let dir = palisade_testkit::guest_dir("fixtures/memory-bomb");
+    let text_of = std::fs::read_to_string(dir.join("palisade.toml")).unwrap();
+    let (asks_32, wasm) = guest("fixtures/memory-bomb");
+    let asks_16 =
+        Manifest::parse(&text_of.replace("memory = \"32 MiB\"", "memory = \"16 MiB\"")).unwrap();
+    for pooling in [true, false] {
+        let runtime = small(pooling);
+        // The manifest asks for 32 MiB: refused at load, clearly.
+        let refused = runtime.load(&asks_32, &wasm).err();
+        assert_eq!(refused.map(|e| e.kind), Some(ErrorKind::InvalidManifest));
+        // A caller passing more than the engine gives still gets `memory_limit`.
+        let extension = runtime.load(&asks_16, &wasm).unwrap();
+        let limits = Limits {
+            memory_bytes: 1 << 30,
+            ..extension.limits()
+        };
+        let (outcome, _) = invoke(&runtime, &extension, text(""), &limits).await;
+        assert_eq!(
+            kind(&outcome),
+            Some(ErrorKind::MemoryLimit),
+            "pooling {pooling}: {outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn memory_bomb_hits_the_memory_limit() {
     let outcome =
         assert_attack_contained("fixtures/memory-bomb", None, ErrorKind::MemoryLimit).await;

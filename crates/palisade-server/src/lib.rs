@@ -81,6 +81,9 @@ pub struct ServerConfig {
     pub max_tenant_labels: usize,
     /// How long shutdown waits for in-flight requests before it stops waiting.
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers before the connection is
+    /// closed (a body's deadline is `routes::body_deadline`'s).
+    pub header_timeout: Duration,
     /// The key-encryption key of tenant state and secrets.
     pub kek: KekSource,
     /// The key-encryption key being rotated away from: data keys wrapped under it are
@@ -115,6 +118,7 @@ impl ServerConfig {
             store: StoreOptions::default(),
             max_tenant_labels: 100,
             shutdown_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
             kek: KekSource::DataDir,
             previous_kek: None,
             resolver: Arc::new(palisade_egress::SystemResolver),
@@ -276,34 +280,46 @@ pub struct Server {
 }
 
 /// Serves `app` on `listener` until `stopped` turns true, then finishes in-flight requests
-/// for at most `timeout`.
+/// for at most `timeout`. Each connection must send a request's headers within
+/// `header_timeout` (hyper's HTTP/1 header read timeout, on a real timer), so a client that
+/// connects and goes quiet holds nothing for long.
 async fn serve<L>(
-    listener: L,
+    mut listener: L,
     app: axum::Router,
     state: Arc<AppState>,
     mut stopped: watch::Receiver<bool>,
     timeout: Duration,
+    header_timeout: Duration,
 ) where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let mut signal = stopped.clone();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = signal.wait_for(|stop| *stop).await;
-        state.draining.store(true, Ordering::Release);
-        tracing::info!("shutting down: finishing in-flight requests");
-    });
-    let serve = std::pin::pin!(serve.into_future());
-    tokio::select! {
-        result = serve => {
-            if let Err(error) = result {
-                tracing::error!(%error, "the HTTP server failed");
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (io, _peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a connection ended with an error");
             }
+        });
+    }
+    state.draining.store(true, Ordering::Release);
+    tracing::info!("shutting down: finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(timeout) => {
+            tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway");
         }
-        () = async {
-            let _ = stopped.wait_for(|stop| *stop).await;
-            tokio::time::sleep(timeout).await;
-        } => tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway"),
     }
 }
 
@@ -327,6 +343,7 @@ impl Server {
         let app = routes::router(Arc::clone(&state));
         let drain_state = Arc::clone(&state);
         let timeout = config.shutdown_timeout;
+        let header_timeout = config.header_timeout;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let task = match tls {
             Some(tls) => {
@@ -335,9 +352,23 @@ impl Server {
                         addr: config.listen,
                         error,
                     })?;
-                tokio::spawn(serve(listener, app, drain_state, stopped, timeout))
+                tokio::spawn(serve(
+                    listener,
+                    app,
+                    drain_state,
+                    stopped,
+                    timeout,
+                    header_timeout,
+                ))
             }
-            None => tokio::spawn(serve(listener, app, drain_state, stopped, timeout)),
+            None => tokio::spawn(serve(
+                listener,
+                app,
+                drain_state,
+                stopped,
+                timeout,
+                header_timeout,
+            )),
         };
         tracing::info!(%addr, scheme, data_dir = %config.data_dir.display(), "palisade is serving");
         Ok(Self {

@@ -361,6 +361,47 @@ async fn worker_limits_from_policy_reach_the_tenants_cgroup_and_follow_changes()
     world.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::config(dir.path());
+    config.header_timeout = Duration::from_secs(1);
+    let server = palisade_server::Server::start(config).await.unwrap();
+    let mut quiet = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    quiet
+        .write_all(b"POST /v1/tenants/acme/extensions/echo:invoke HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // The server closes the connection (or answers it) once the header timeout passes; a
+    // bound far above it keeps a regression from hanging the suite.
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(30), quiet.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the connection was still open after 30 s"
+    );
+    // The server still serves others.
+    let health = plain_get(server.local_addr()).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    server.shutdown().await;
+}
+
+/// `GET /healthz` over a plain socket; the status line and headers.
+async fn plain_get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Runs the futures concurrently on this task and collects their outputs in order.
 async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut set = Vec::new();

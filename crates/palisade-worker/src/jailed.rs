@@ -184,20 +184,15 @@ impl Launcher for JailLauncher {
             .iter()
             .map(|m| m.layer.name().to_owned())
             .collect();
-        *lock(&self.missing) = missing;
-        Ok(Box::new(JailedProcess(Some(jailed))))
+        *lock(&self.missing) = missing.clone();
+        Ok(Box::new(JailedProcess {
+            jailed: Some(jailed),
+            isolation: isolation_of(missing),
+        }))
     }
 
     fn isolation(&self) -> Isolation {
-        let missing = lock(&self.missing).clone();
-        Isolation {
-            mode: if missing.is_empty() {
-                IsolationMode::Jailed
-            } else {
-                IsolationMode::Degraded
-            },
-            missing,
-        }
+        isolation_of(lock(&self.missing).clone())
     }
 
     fn set_worker_limits(&self, table: WorkerLimitTable) {
@@ -231,21 +226,40 @@ impl Launcher for JailLauncher {
     }
 }
 
-struct JailedProcess(Option<Jailed>);
+fn isolation_of(missing: Vec<String>) -> Isolation {
+    Isolation {
+        mode: if missing.is_empty() {
+            IsolationMode::Jailed
+        } else {
+            IsolationMode::Degraded
+        },
+        missing,
+    }
+}
+
+struct JailedProcess {
+    jailed: Option<Jailed>,
+    /// The layers this jail got, recorded when it started.
+    isolation: Isolation,
+}
 
 impl WorkerProcess for JailedProcess {
     fn pid(&self) -> Option<u32> {
-        self.0.as_ref().map(Jailed::pid)
+        self.jailed.as_ref().map(Jailed::pid)
+    }
+
+    fn isolation(&self) -> Option<Isolation> {
+        Some(self.isolation.clone())
     }
 
     fn kill(&mut self) {
-        if let Some(jailed) = &self.0 {
+        if let Some(jailed) = &self.jailed {
             let _ = jailed.kill();
         }
     }
 
     fn wait(mut self: Box<Self>) -> Pin<Box<dyn Future<Output = ExitSummary> + Send>> {
-        let jailed = self.0.take();
+        let jailed = self.jailed.take();
         Box::pin(async move {
             let Some(jailed) = jailed else {
                 return ExitSummary("gone".into());

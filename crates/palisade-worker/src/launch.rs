@@ -17,6 +17,11 @@ pub struct ExitSummary(pub String);
 /// A running worker process.
 pub trait WorkerProcess: Send {
     fn pid(&self) -> Option<u32>;
+    /// How this process is isolated, as recorded when it started (`None`: as the launcher
+    /// says for all its workers).
+    fn isolation(&self) -> Option<Isolation> {
+        None
+    }
     /// Kills the process (SIGKILL); harmless when it has already exited.
     fn kill(&mut self);
     /// Waits for the process to end and says why it ended.

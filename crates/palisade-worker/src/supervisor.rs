@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use palisade_model::manifest::Sha256Digest;
-use palisade_model::{ErrorKind, InvocationError, Limits, Outcome};
+use palisade_model::{ErrorKind, InvocationError, Isolation, Limits, Outcome};
 use palisade_runtime::{HostCalls, NoHostCalls};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -119,6 +119,8 @@ struct Pool {
 struct Worker {
     tenant: String,
     pid: Option<u32>,
+    /// How this worker is isolated, recorded when it started (never what it says itself).
+    isolation: Isolation,
     outbox: mpsc::Sender<Vec<u8>>,
     pending: Mutex<HashMap<u64, Pending>>,
     loads: Mutex<HashMap<u64, oneshot::Sender<Result<(), InvocationError>>>>,
@@ -363,14 +365,23 @@ impl Supervisor {
         host: Arc<dyn HostCalls>,
     ) -> Outcome {
         let deadline = Instant::now() + limits.wall_time + self.config.deadline_grace;
+        let worker = match self.worker_for(tenant, deadline).await {
+            Ok(worker) => worker,
+            Err(error) => {
+                let mut outcome = Outcome::rejected(error);
+                outcome.isolation = self.launcher.isolation();
+                return outcome;
+            }
+        };
         let mut outcome = match self
-            .invoke_in_worker(tenant, extension, request, limits, deadline, host)
+            .invoke_in_worker(&worker, extension, request, limits, deadline, host)
             .await
         {
             Ok(outcome) => outcome,
             Err(error) => Outcome::rejected(error),
         };
-        outcome.isolation = self.launcher.isolation();
+        // The supervisor's own record of the worker that ran it, never the worker's word.
+        outcome.isolation = worker.isolation.clone();
         outcome
     }
 
@@ -391,16 +402,16 @@ impl Supervisor {
 
     async fn invoke_in_worker(
         &self,
-        tenant: &str,
+        worker: &Arc<Worker>,
         extension: &ExtensionSource,
         request: WireRequest,
         limits: &Limits,
         deadline: Instant,
         host: Arc<dyn HostCalls>,
     ) -> Result<Outcome, InvocationError> {
-        let worker = self.worker_for(tenant, deadline).await?;
+        let tenant = worker.tenant.as_str();
         worker.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _in_flight = InFlight(Arc::clone(&worker));
+        let _in_flight = InFlight(Arc::clone(worker));
         let Ok(Ok(_permit)) =
             tokio::time::timeout_at(deadline, Arc::clone(&worker.slots).acquire_owned()).await
         else {
@@ -409,7 +420,7 @@ impl Supervisor {
                 format!("tenant {tenant}'s worker stayed busy for the whole deadline"),
             ));
         };
-        let extension_id = self.ensure_loaded(&worker, extension).await?;
+        let extension_id = self.ensure_loaded(worker, extension).await?;
 
         let invocation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
@@ -433,7 +444,7 @@ impl Supervisor {
         .map_err(|e| InvocationError::new(ErrorKind::Internal, e.to_string()))?;
         if worker.outbox.send(frame).await.is_err() {
             lock(&worker.pending).remove(&invocation);
-            return Err(crashed(self.reason_of(&worker)));
+            return Err(crashed(self.reason_of(worker)));
         }
         tracing::debug!(
             tenant,
@@ -449,11 +460,11 @@ impl Supervisor {
                 lock(&self.pool).backoff.remove(tenant);
                 Ok(outcome)
             }
-            Ok(Err(_dropped)) => Err(crashed(self.reason_of(&worker))),
+            Ok(Err(_dropped)) => Err(crashed(self.reason_of(worker))),
             Err(_elapsed) => {
                 // Whoever removes the pending entry answers the invocation: here, us.
                 if lock(&worker.pending).remove(&invocation).is_none() {
-                    return Err(crashed(self.reason_of(&worker)));
+                    return Err(crashed(self.reason_of(worker)));
                 }
                 worker.kill(format!(
                     "killed by the supervisor: invocation {invocation} overran its deadline"
@@ -658,6 +669,9 @@ impl Supervisor {
         let worker = Arc::new(Worker {
             tenant: tenant.to_owned(),
             pid: process.pid(),
+            isolation: process
+                .isolation()
+                .unwrap_or_else(|| self.launcher.isolation()),
             outbox,
             pending: Mutex::default(),
             loads: Mutex::default(),

@@ -120,6 +120,6 @@ fn main() {
                 bytes / per_request.as_secs_f64() / f64::from(1u32 << 20),
             );
         }
-        bench.state.executor.shutdown().await;
+        bench.state.host.shutdown().await;
     });
 }

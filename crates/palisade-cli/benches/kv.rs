@@ -95,6 +95,6 @@ fn main() {
                 open.as_secs_f64() * 1e6
             );
         }
-        bench.state.executor.shutdown().await;
+        bench.state.host.shutdown().await;
     });
 }

@@ -2,9 +2,9 @@
 //! here.
 
 mod doctor;
-mod executor;
 mod exit;
 mod load;
+mod local;
 mod policy_cmd;
 mod remote;
 mod run;
@@ -107,23 +107,14 @@ fn parse_cidr(text: &str) -> Result<palisade_egress::Cidr, String> {
 }
 
 impl EngineArgs {
-    /// The local egress gateway, with `--egress`.
-    fn local_egress(
-        &self,
-    ) -> Result<Option<executor::LocalEgress>, palisade_model::InvocationError> {
-        if !self.egress {
-            return Ok(None);
-        }
-        executor::LocalEgress::new(self.egress_allow_private.clone()).map(Some)
-    }
-
-    fn runtime(&self) -> Result<palisade_runtime::Runtime, palisade_runtime::RuntimeError> {
-        palisade_runtime::Runtime::new(palisade_runtime::RuntimeConfig {
+    /// The in-process runtime's settings (`--no-jail`).
+    fn runtime_config(&self) -> palisade_runtime::RuntimeConfig {
+        palisade_runtime::RuntimeConfig {
             pooling: !self.no_pooling,
             max_concurrent: 4,
             cache_dir: self.cache_dir.clone(),
             ..Default::default()
-        })
+        }
     }
 }
 

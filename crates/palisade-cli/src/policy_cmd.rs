@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use palisade_api::{PolicyChange, PolicyVersion};
 use palisade_client::{Client, ClientError, PolicyLayer};
-use palisade_model::{Limits, Manifest};
+use palisade_model::Manifest;
 use palisade_policy::store::{
     self, Applied, ChangeKind, ChangeMeta, DirStore, PolicyStore, VersionRecord,
 };
 use palisade_policy::{
-    Action, CallContext, Deployment, DeploymentImpact, EffectiveLimits, LayerDiff, PolicyDocument,
-    PolicyEngine, PolicyError, Principal, Resource, Scope, StoreError, TenantId,
+    Action, CallContext, Deployment, DeploymentImpact, LayerDiff, PolicyDocument, PolicyEngine,
+    PolicyError, Principal, Resource, Scope, StoreError, TenantId,
 };
 
 use crate::remote::{ConnectArgs, Failure};
@@ -243,25 +243,6 @@ fn parse_principal(text: &str) -> Result<Principal, String> {
 fn parse_action(text: &str) -> Result<Action, String> {
     text.parse()
         .map_err(|e: palisade_policy::RequestError| e.to_string())
-}
-
-/// `--policy FILE` of `run` and `test`: the per-invocation limits the file allows, under the
-/// shipped baseline (a tenant policy) or alone (a baseline).
-pub fn parse_policy_limits(path: &str) -> Result<Limits, String> {
-    policy_limits(Path::new(path)).map_err(|e| e.to_string())
-}
-
-fn policy_limits(path: &Path) -> Result<Limits, PolicyError> {
-    let layer = PolicyDocument::load(path)?.compile()?;
-    let limits = match layer.scope().clone() {
-        Scope::Baseline => EffectiveLimits::platform().cap(&layer.document().limits),
-        Scope::Tenant(tenant) => {
-            let mut engine = PolicyEngine::shipped()?;
-            engine.install(layer);
-            engine.tenant_limits(&tenant)
-        }
-    };
-    Ok(limits.runtime())
 }
 
 pub async fn policy(args: PolicyArgs) -> anyhow::Result<u8> {

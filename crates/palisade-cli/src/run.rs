@@ -3,10 +3,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use palisade_model::{ErrorKind, InvocationError, Outcome};
-use palisade_runtime::Request;
+use palisade_model::{ErrorKind, InvocationError, InvocationRequest, Outcome};
 
-use crate::executor::{Executor, manifest_limits};
+use crate::local::Local;
 use crate::{EngineArgs, exit, load};
 
 #[derive(Debug, clap::Args)]
@@ -25,9 +24,10 @@ pub struct RunArgs {
     /// Print one JSON object instead of human-readable output.
     #[arg(long)]
     json: bool,
-    /// Hold the invocation to this policy file's limits too (the smaller of policy and manifest).
-    #[arg(long, value_name = "FILE", value_parser = crate::policy_cmd::parse_policy_limits)]
-    policy: Option<palisade_model::Limits>,
+    /// Run under this policy layer too, as a server would: a tenant layer on the shipped
+    /// baseline (runs are that tenant's), or a baseline in place of the shipped one.
+    #[arg(long, value_name = "FILE", value_parser = crate::local::parse_policy_layer)]
+    policy: Option<palisade_policy::CompiledLayer>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -60,32 +60,26 @@ async fn invoke(args: &RunArgs) -> (Outcome, Option<serde_json::Value>) {
         Ok(local) => local,
         Err(error) => return (Outcome::rejected(error), None),
     };
-    let executor = match Executor::new(&args.engine) {
-        Ok(executor) => executor,
+    let local_host = match Local::new(&args.engine, &local, args.policy.as_ref()) {
+        Ok(host) => host,
         Err(error) => return (Outcome::rejected(error), None),
     };
-    let egress = match args.engine.local_egress() {
-        Ok(egress) => egress,
-        Err(error) => return (Outcome::rejected(error), None),
-    };
-    let prepared = executor.prepare(&local, egress.as_ref());
     let description = serde_json::json!({
         "name": local.manifest.extension.name.as_str(),
         "version": local.manifest.extension.version.to_string(),
         "sha256": local.digest().to_hex(),
     });
-    let limits = manifest_limits(&local, args.policy);
-    let body = match read_input(args.input.as_deref(), limits.input_bytes) {
+    let body = match read_input(args.input.as_deref(), local_host.limits().input_bytes) {
         Ok(body) => body,
         Err(error) => return (Outcome::rejected(error), Some(description)),
     };
-    let request = Request {
+    let request = InvocationRequest {
         body,
         content_type: args.content_type.clone(),
         metadata: args.metadata.clone(),
     };
-    let outcome = executor.invoke(&prepared, request, &limits).await;
-    executor.shutdown().await;
+    let outcome = local_host.invoke(request).await;
+    local_host.shutdown().await;
     (outcome, Some(description))
 }
 

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use palisade_model::manifest::Expectation;
-use palisade_model::{InvocationError, Outcome};
-use palisade_runtime::Request;
+use palisade_model::{InvocationError, InvocationRequest, Outcome};
 
-use crate::executor::{Executor, manifest_limits};
+use crate::local::Local;
 use crate::{EngineArgs, exit, load};
 
 #[derive(Debug, clap::Args)]
@@ -16,9 +15,10 @@ pub struct TestArgs {
     /// Print one JSON object instead of a line per vector.
     #[arg(long)]
     json: bool,
-    /// Hold every vector to this policy file's limits too (the smaller of policy and manifest).
-    #[arg(long, value_name = "FILE", value_parser = crate::policy_cmd::parse_policy_limits)]
-    policy: Option<palisade_model::Limits>,
+    /// Run every vector under this policy layer too, as a server would: a tenant layer on the
+    /// shipped baseline (runs are that tenant's), or a baseline in place of the shipped one.
+    #[arg(long, value_name = "FILE", value_parser = crate::local::parse_policy_layer)]
+    policy: Option<palisade_policy::CompiledLayer>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -36,30 +36,24 @@ pub async fn test(args: TestArgs) -> anyhow::Result<u8> {
         Ok(local) => local,
         Err(error) => return report_load_failure(&args, &error),
     };
-    let executor = match Executor::new(&args.engine) {
-        Ok(executor) => executor,
+    let local_host = match Local::new(&args.engine, &local, args.policy.as_ref()) {
+        Ok(host) => host,
         Err(error) => return report_load_failure(&args, &error),
     };
-    let egress = match args.engine.local_egress() {
-        Ok(egress) => egress,
-        Err(error) => return report_load_failure(&args, &error),
-    };
-    let prepared = executor.prepare(&local, egress.as_ref());
-    let limits = manifest_limits(&local, args.policy);
     let mut results = Vec::with_capacity(local.manifest.tests.len());
     for vector in local.manifest.tests.iter().map(|t| t.get_ref()) {
         let (body, content_type) = vector.request_body();
-        let request = Request {
+        let request = InvocationRequest {
             body,
             content_type,
             metadata: vector.metadata.clone().into_iter().collect(),
         };
         // A load failure comes back as every vector's outcome: some expect exactly that
         // (`import_not_allowed`).
-        let outcome = executor.invoke(&prepared, request, &limits).await;
+        let outcome = local_host.invoke(request).await;
         results.push(judge(&vector.name, &vector.expectation(), &outcome));
     }
-    executor.shutdown().await;
+    local_host.shutdown().await;
     let failed = results.iter().filter(|r| !r.passed).count();
     let name = local.manifest.extension.name.to_string();
     if args.json {

@@ -3,6 +3,7 @@
 //! checks them again (the worker is not trusted); the rules live here so every layer applies
 //! the same ones.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -428,9 +429,151 @@ impl KvError {
     }
 }
 
+/// Values by `(namespace, key)`, in byte order.
+pub type Entries = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
+/// One operation on an ordered map of `(namespace, key) → value`: the reference semantics
+/// that the persistent store implements too.
+pub fn apply(data: &mut Entries, namespace: &str, op: KvOp) -> Result<KvReply, KvError> {
+    let slot = |key: Vec<u8>| (namespace.to_owned(), key);
+    Ok(match op {
+        KvOp::Get { key, .. } => KvReply::Value(data.get(&slot(key)).cloned()),
+        KvOp::Set { key, value, .. } => {
+            data.insert(slot(key), value);
+            KvReply::Done
+        }
+        KvOp::Delete { key, .. } => KvReply::Bool(data.remove(&slot(key)).is_some()),
+        KvOp::Exists { key, .. } => KvReply::Bool(data.contains_key(&slot(key))),
+        KvOp::List {
+            prefix,
+            after,
+            limit,
+            ..
+        } => {
+            let start = match &after {
+                Some(after) if after.as_slice() > prefix.as_slice() => slot(after.clone()),
+                _ => slot(prefix.clone()),
+            };
+            let mut keys: Vec<Vec<u8>> = data
+                .range(start..)
+                .map(|((ns, key), _)| (ns, key))
+                .take_while(|(ns, key)| *ns == namespace && key.starts_with(&prefix))
+                .filter(|(_, key)| after.as_ref().is_none_or(|a| key.as_slice() > a.as_slice()))
+                .map(|(_, key)| key.clone())
+                .take(limit as usize + 1)
+                .collect();
+            let next = (keys.len() > limit as usize).then(|| {
+                keys.truncate(limit as usize);
+                keys.last().cloned().unwrap_or_default()
+            });
+            KvReply::Keys { keys, next }
+        }
+        KvOp::Increment { key, delta, .. } => {
+            let current = match data.get(&slot(key.clone())) {
+                None => 0,
+                Some(bytes) => parse_counter(bytes)?,
+            };
+            let updated = current.checked_add(delta).ok_or_else(|| {
+                KvError::new(
+                    KvErrorKind::WrongType,
+                    "the counter would overflow a signed 64-bit integer",
+                )
+            })?;
+            data.insert(slot(key), updated.to_string().into_bytes());
+            KvReply::Counter(updated)
+        }
+        KvOp::CompareAndSwap {
+            key,
+            expected,
+            value,
+            ..
+        } => {
+            let key = slot(key);
+            if data.get(&key) == expected.as_ref() {
+                data.insert(key, value);
+                KvReply::Bool(true)
+            } else {
+                KvReply::Bool(false)
+            }
+        }
+    })
+}
+
+/// A counter is stored as a decimal integer's ASCII text.
+pub fn parse_counter(bytes: &[u8]) -> Result<i64, KvError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            KvError::new(
+                KvErrorKind::WrongType,
+                "the stored value is not a decimal integer",
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn op_set(ns: &str, key: &[u8], value: &[u8]) -> KvOp {
+        KvOp::Set {
+            namespace: ns.into(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_reference_semantics_hold() {
+        let mut data = Entries::new();
+        let mut kv = |op| apply(&mut data, "ext:ext", op);
+        for key in [b"a/1".as_slice(), b"a/2", b"a/3", b"b/1"] {
+            assert_eq!(kv(op_set("", key, b"v")), Ok(KvReply::Done));
+        }
+        let list = |after: Option<&[u8]>| KvOp::List {
+            namespace: "self".into(),
+            prefix: b"a/".to_vec(),
+            after: after.map(<[u8]>::to_vec),
+            limit: 2,
+        };
+        assert_eq!(
+            kv(list(None)),
+            Ok(KvReply::Keys {
+                keys: vec![b"a/1".to_vec(), b"a/2".to_vec()],
+                next: Some(b"a/2".to_vec())
+            })
+        );
+        assert_eq!(
+            kv(list(Some(b"a/2"))),
+            Ok(KvReply::Keys {
+                keys: vec![b"a/3".to_vec()],
+                next: None
+            })
+        );
+        let incr = |delta| KvOp::Increment {
+            namespace: String::new(),
+            key: b"n".to_vec(),
+            delta,
+        };
+        assert_eq!(kv(incr(5)), Ok(KvReply::Counter(5)));
+        assert_eq!(kv(incr(-2)), Ok(KvReply::Counter(3)));
+        let wrong = kv(KvOp::Increment {
+            namespace: String::new(),
+            key: b"a/1".to_vec(),
+            delta: 1,
+        });
+        assert_eq!(wrong.map_err(|e| e.kind), Err(KvErrorKind::WrongType));
+        let cas = |expected: Option<&[u8]>| KvOp::CompareAndSwap {
+            namespace: String::new(),
+            key: b"c".to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            value: b"new".to_vec(),
+        };
+        assert_eq!(kv(cas(Some(b"x"))), Ok(KvReply::Bool(false)));
+        assert_eq!(kv(cas(None)), Ok(KvReply::Bool(true)));
+        assert_eq!(kv(cas(None)), Ok(KvReply::Bool(false)));
+    }
 
     fn set(key: &[u8], value: usize) -> KvOp {
         KvOp::Set {

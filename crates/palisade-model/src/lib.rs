@@ -38,6 +38,6 @@ pub use api::ApiPackage;
 pub use limits::{Limits, RequestedLimits};
 pub use manifest::{Manifest, ManifestError};
 pub use outcome::{
-    ErrorClass, ErrorKind, InvocationError, Isolation, IsolationMode, LogEntry, LogLevel,
-    LogSource, Outcome, Output, Usage,
+    ErrorClass, ErrorKind, InvocationError, InvocationRequest, Isolation, IsolationMode, LogEntry,
+    LogLevel, LogSource, Outcome, Output, Usage,
 };

@@ -1,9 +1,20 @@
-//! What one invocation produced: the response or a typed error, with usage and captured logs.
+//! One invocation's input, and what it produced: the response or a typed error, with usage
+//! and captured logs.
 
 use std::fmt;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+
+/// One invocation's input: the same value from the edge (HTTP body, CLI input file) through
+/// the worker socket to the guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationRequest {
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub metadata: Vec<(String, String)>,
+}
 
 /// Every way an invocation can fail. The names are part of the public API (JSON, CLI exit
 /// codes, HTTP statuses, test vectors): never rename one.

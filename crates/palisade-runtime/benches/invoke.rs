@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use palisade_model::InvocationRequest;
 use palisade_model::Limits;
-use palisade_runtime::{Request, Runtime, RuntimeConfig};
+use palisade_runtime::{Runtime, RuntimeConfig};
 use palisade_testkit::guest;
 
 fn tokio() -> tokio::runtime::Runtime {
@@ -22,8 +23,8 @@ fn tokio() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn order() -> Request {
-    Request {
+fn order() -> InvocationRequest {
+    InvocationRequest {
         body: br#"{"currency":"EUR","discount_percent":10,"items":[{"sku":"A-1","quantity":2,"unit_price_cents":1250},{"sku":"B-2","quantity":1,"unit_price_cents":999}]}"#.to_vec(),
         content_type: "application/json".into(),
         metadata: vec![],
@@ -102,7 +103,7 @@ fn metering_cost(c: &mut Criterion) {
         };
         group.bench_function(label, |b| {
             b.iter(|| {
-                let request = Request {
+                let request = InvocationRequest {
                     body: b"1000000".to_vec(),
                     content_type: "text/plain".into(),
                     metadata: vec![],

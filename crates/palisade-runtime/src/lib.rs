@@ -3,11 +3,12 @@
 //!
 //! ```no_run
 //! # async fn demo(manifest: palisade_model::Manifest, wasm: Vec<u8>) {
-//! use palisade_runtime::{Request, Runtime, RuntimeConfig};
+//! use palisade_model::InvocationRequest;
+//! use palisade_runtime::{Runtime, RuntimeConfig};
 //!
 //! let runtime = Runtime::new(RuntimeConfig::default()).expect("engine");
 //! let extension = runtime.load(&manifest, &wasm).expect("a valid extension");
-//! let request = Request { body: b"{}".to_vec(), content_type: "application/json".into(), metadata: vec![] };
+//! let request = InvocationRequest { body: b"{}".to_vec(), content_type: "application/json".into(), metadata: vec![] };
 //! let outcome = runtime.invoke(&extension, request, &extension.limits()).await;
 //! println!("{}", outcome.to_json());
 //! # }
@@ -30,5 +31,5 @@ mod runtime;
 pub use cache::CacheSource;
 pub use catalog::Catalog;
 pub use host::{KvBudgetExhausted, MemoryLimitExceeded, TableLimitExceeded};
-pub use host_calls::{HostCalls, MemoryKv, NoHostCalls};
-pub use runtime::{Extension, Request, Runtime, RuntimeConfig, RuntimeError};
+pub use host_calls::{HostCalls, NoHostCalls};
+pub use runtime::{Extension, Runtime, RuntimeConfig, RuntimeError};

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use palisade_model::manifest::Sha256Digest;
 use palisade_model::{
-    ApiPackage, ErrorKind, InvocationError, Limits, LogSource, Manifest, Outcome, Output, Usage,
+    ApiPackage, ErrorKind, InvocationError, InvocationRequest, Limits, LogSource, Manifest,
+    Outcome, Output, Usage,
 };
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -90,14 +91,6 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not start.
     #[error("could not start the epoch ticker: {0}")]
     Ticker(#[from] std::io::Error),
-}
-
-/// One invocation's input.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Request {
-    pub body: Vec<u8>,
-    pub content_type: String,
-    pub metadata: Vec<(String, String)>,
 }
 
 /// A loaded, checked extension: compiled, its imports inside the catalog, pre-linked, ready to
@@ -337,7 +330,7 @@ impl Runtime {
     pub async fn invoke(
         &self,
         extension: &Extension,
-        request: Request,
+        request: InvocationRequest,
         limits: &Limits,
     ) -> Outcome {
         self.invoke_with(extension, request, limits, Arc::new(NoHostCalls))
@@ -350,7 +343,7 @@ impl Runtime {
     pub async fn invoke_with(
         &self,
         extension: &Extension,
-        request: Request,
+        request: InvocationRequest,
         limits: &Limits,
         host: Arc<dyn HostCalls>,
     ) -> Outcome {

@@ -10,8 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+use palisade_model::InvocationRequest;
 use palisade_model::{ErrorKind, Limits, Manifest, Outcome};
-use palisade_runtime::{CacheSource, Extension, Request, Runtime, RuntimeConfig};
+use palisade_runtime::{CacheSource, Extension, Runtime, RuntimeConfig};
 use palisade_testkit::guest;
 
 /// Generous bound for "did not hang": limits here are 100s of ms; CI machines are slow.
@@ -34,8 +35,8 @@ fn load(runtime: &Runtime, fixture: &str) -> (Manifest, Extension) {
     (manifest, extension)
 }
 
-fn text(body: &str) -> Request {
-    Request {
+fn text(body: &str) -> InvocationRequest {
+    InvocationRequest {
         body: body.as_bytes().to_vec(),
         content_type: "text/plain".into(),
         metadata: vec![],
@@ -45,7 +46,7 @@ fn text(body: &str) -> Request {
 async fn invoke(
     runtime: &Runtime,
     extension: &Extension,
-    request: Request,
+    request: InvocationRequest,
     limits: &Limits,
 ) -> (Outcome, Duration) {
     let started = Instant::now();
@@ -326,7 +327,7 @@ async fn garbage_and_mismatched_components_are_invalid() {
 async fn echo_round_trips_bytes_and_usage_is_reported() {
     let runtime = runtime(true);
     let (_, echo) = load(&runtime, "fixtures/echo");
-    let request = Request {
+    let request = InvocationRequest {
         body: vec![0, 159, 146, 150, 255],
         content_type: "application/octet-stream".into(),
         metadata: vec![("request-id".into(), "r-1".into())],

@@ -84,6 +84,18 @@ impl ApiError {
         Self::new(ApiErrorKind::Internal, message.to_string())
     }
 
+    /// A call admission refused: `429 rate_limited` for the tenant's own quota, `503
+    /// overloaded` for the server's capacity, with `Retry-After` either way.
+    pub fn refused(refused: palisade_host::Refused) -> Self {
+        let kind = match refused.reason {
+            palisade_host::Rejection::Rate | palisade_host::Rejection::Concurrency => {
+                ApiErrorKind::RateLimited
+            }
+            palisade_host::Rejection::Overloaded => ApiErrorKind::Overloaded,
+        };
+        Self::new(kind, refused.message).retry_after(refused.retry_after)
+    }
+
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self

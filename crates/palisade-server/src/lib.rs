@@ -21,11 +21,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admission;
 pub mod auth;
 pub mod error;
-pub mod executor;
-pub mod guest_host;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -45,8 +42,7 @@ use palisade_store::{Actor, KeyProvider, LocalKek, NewToken, Store, StoreOptions
 use palisade_worker::SupervisorConfig;
 use tokio::sync::watch;
 
-pub use admission::AdmissionConfig;
-pub use executor::{Executor, Isolation, WorkerProgram};
+pub use palisade_host::{AdmissionConfig, Executor, Isolation, WorkerProgram};
 pub use state::{AppState, Settings};
 
 /// Where the first platform administrator's token is written, inside the data directory.
@@ -135,7 +131,7 @@ pub enum ServerError {
     #[error("the stored policies cannot be loaded: {0}")]
     Policy(String),
     #[error(transparent)]
-    Executor(#[from] executor::ExecutorError),
+    Executor(#[from] palisade_host::ExecutorError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {error}")]
@@ -184,15 +180,35 @@ pub async fn build_state(
         config.pool.clone(),
         uids.clone(),
     )?);
-    let metrics = metrics::Metrics::new(config.max_tenant_labels, Arc::clone(&executor));
+    let metrics = Arc::new(metrics::Metrics::new(
+        config.max_tenant_labels,
+        Arc::clone(&executor),
+    ));
     let signing_keys = signing::load(&store).await?;
-    let gateway = palisade_egress::Gateway::new(Arc::clone(&config.resolver), Some(signing_keys));
+    let gateway = Arc::new(palisade_egress::Gateway::new(
+        Arc::clone(&config.resolver),
+        Some(signing_keys),
+    ));
+    let host = palisade_host::Host::new(
+        executor,
+        palisade_host::Services {
+            kv: Arc::new(store.clone()),
+            secrets: Arc::new(store.clone()),
+            egress: Some(palisade_host::EgressService {
+                gateway: Arc::clone(&gateway),
+                decisions: palisade_host::EgressDecisions::Policy,
+                allow_private: Vec::new(),
+            }),
+            egress_off: "",
+            events: Arc::clone(&metrics) as Arc<dyn palisade_host::InvocationEvents>,
+        },
+    );
     let mut state = AppState::new(
         store,
         config.settings.clone(),
-        executor,
+        host,
         metrics,
-        admission::Admission::new(config.admission.clone()),
+        palisade_host::Admission::new(config.admission.clone()),
         engine,
         gateway,
     );
@@ -398,7 +414,7 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        self.state.executor.shutdown().await;
+        self.state.host.shutdown().await;
         self.state.store.close().await;
     }
 

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::executor::Executor;
+use palisade_host::Executor;
 
 /// The label value of tenants beyond the cap.
 pub const OTHER: &str = "_other";
@@ -246,7 +246,26 @@ impl Metrics {
         ExtensionLabels { tenant, extension }
     }
 
-    pub fn record_invocation(
+    pub fn record_http(&self, route: &str, method: &str, status: u16) {
+        self.http
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition (OpenMetrics 1.0, which Prometheus scrapes).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+impl palisade_host::InvocationEvents for Metrics {
+    fn invocation(
         &self,
         tenant: &str,
         extension: &str,
@@ -281,7 +300,7 @@ impl Metrics {
             .observe(outcome.usage.peak_memory_bytes as f64);
     }
 
-    pub fn record_rejection(&self, tenant: &str, reason: &str) {
+    fn rejected(&self, tenant: &str, reason: &str) {
         self.rejected
             .get_or_create(&RejectionLabels {
                 tenant: self.tenants.label(tenant),
@@ -290,7 +309,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_egress(&self, tenant: &str, outcome: &str, sent: u64, received: u64) {
+    fn egress(&self, tenant: &str, outcome: &str, sent: u64, received: u64) {
         let tenant = self.tenants.label(tenant);
         self.egress
             .get_or_create(&EgressLabels {
@@ -306,23 +325,6 @@ impl Metrics {
                 })
                 .inc_by(bytes);
         }
-    }
-
-    pub fn record_http(&self, route: &str, method: &str, status: u16) {
-        self.http
-            .get_or_create(&HttpLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-                status: status.to_string(),
-            })
-            .inc();
-    }
-
-    /// The text exposition (OpenMetrics 1.0, which Prometheus scrapes).
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The server's shared state: the store, the caches that keep the invoke path free of
 //! database reads (tokens, tenant states, resolved deployments, the policy engine), admission,
-//! the executor and metrics.
+//! the host (`palisade-host`: executor and host services) and metrics.
 //!
 //! Caches are invalidated by the handlers that change what they hold, in this process; a
 //! multi-node deployment (PostgreSQL, later) will need cross-node invalidation. Each cache
@@ -13,16 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use palisade_api::{Deployment, ExtensionVersion, TenantState};
-use palisade_model::{Limits, Manifest};
-use palisade_policy::{EffectiveLimits, LimitKey, PolicyEngine, TenantId};
+use palisade_host::{Admission, DeploymentPlan, Host};
+use palisade_model::Manifest;
+use palisade_policy::{EffectiveLimits, PolicyEngine, TenantId};
 use palisade_store::Store;
 use palisade_worker::ExtensionSource;
 
-use crate::admission::{Admission, TenantQuota};
 use crate::auth::TokenCache;
 use crate::error::{ApiError, ApiResult};
-use crate::executor::Executor;
-use crate::guest_host::{KvGrants, KvRates};
 use crate::metrics::Metrics;
 
 /// Server behaviour the operator chooses.
@@ -32,31 +30,13 @@ pub struct Settings {
     pub require_review: bool,
 }
 
-/// The egress rules of one tenant, from its policy layers.
-#[derive(Debug, Clone, Default)]
-pub struct EgressSetup {
-    pub allow_private: Vec<palisade_egress::Cidr>,
-    pub credentials: Vec<palisade_egress::Credential>,
-    pub tokens: Vec<palisade_egress::TokenGrant>,
-    pub tls: Vec<palisade_egress::TlsExtra>,
-}
-
-/// An active deployment made ready to invoke: its component (verified when read from the
-/// artifact store), manifest and the limits every invocation runs under.
+/// An active deployment made ready to invoke: the deployment and version records, and its
+/// plan (component verified when read from the artifact store, limits from the policy).
 #[derive(Debug)]
 pub struct Resolved {
     pub deployment: Deployment,
     pub version: ExtensionVersion,
-    pub source: ExtensionSource,
-    pub effective: EffectiveLimits,
-    pub limits: Limits,
-    pub quota: TenantQuota,
-    /// The key-value namespaces the manifest requests and the policy grants.
-    pub kv: Arc<KvGrants>,
-    /// The deployment's decisions (outbound HTTP is decided per request, from these).
-    pub prepared: Arc<palisade_policy::PreparedDeployment>,
-    /// The outbound HTTP destinations the manifest requests.
-    pub http: Vec<palisade_model::egress::UrlPattern>,
+    pub plan: DeploymentPlan,
 }
 
 type DeploymentKey = (String, String);
@@ -67,10 +47,12 @@ pub struct AppState {
     pub store: Store,
     pub settings: Settings,
     pub tokens: TokenCache,
-    pub executor: Arc<Executor>,
+    /// Runs invocations: the executor and the host services (store-backed key-value and
+    /// secrets, the egress gateway, these metrics as its observer).
+    pub host: Host,
     pub metrics: Arc<Metrics>,
     pub admission: Admission,
-    pub kv_rates: KvRates,
+    /// The host's egress gateway, for the JWKS and signing-key rotation.
     pub gateway: Arc<palisade_egress::Gateway>,
     policy: RwLock<Arc<PolicyEngine>>,
     /// Held by a policy change from reading the stored head to installing the new engine.
@@ -128,41 +110,27 @@ impl<T> Generational<T> {
     }
 }
 
-/// Every tenant's worker-level limits under `engine` (`worker_memory`, `worker_cpu`).
-fn worker_limits(engine: &PolicyEngine) -> palisade_worker::WorkerLimitTable {
-    let of = |limits: EffectiveLimits| palisade_worker::WorkerLimits {
-        memory_bytes: limits.get(LimitKey::WorkerMemory),
-        cpu_millicores: limits.get(LimitKey::WorkerCpu),
-    };
-    palisade_worker::WorkerLimitTable {
-        default: Some(of(engine.baseline_limits())),
-        tenants: engine
-            .tenants()
-            .map(|tenant| (tenant.as_str().to_owned(), of(engine.tenant_limits(tenant))))
-            .collect(),
-    }
-}
-
 impl AppState {
+    /// `host`'s egress gateway is `gateway`, and its observer `metrics`.
     pub fn new(
         store: Store,
         settings: Settings,
-        executor: Arc<Executor>,
-        metrics: Metrics,
+        host: Host,
+        metrics: Arc<Metrics>,
         admission: Admission,
         policy: PolicyEngine,
-        gateway: palisade_egress::Gateway,
+        gateway: Arc<palisade_egress::Gateway>,
     ) -> Self {
-        executor.set_worker_limits(worker_limits(&policy));
+        host.executor()
+            .set_worker_limits(palisade_host::plan::worker_limits(&policy));
         Self {
             store,
             settings,
             tokens: TokenCache::default(),
-            executor,
-            metrics: Arc::new(metrics),
+            host,
+            metrics,
             admission,
-            kv_rates: KvRates::default(),
-            gateway: Arc::new(gateway),
+            gateway,
             policy: RwLock::new(Arc::new(policy)),
             policy_writes: tokio::sync::Mutex::new(()),
             tenants: Generational::default(),
@@ -184,7 +152,9 @@ impl AppState {
     /// Installs a new policy engine; every resolved deployment is resolved again (its limits
     /// may have changed).
     pub fn set_policy(&self, engine: PolicyEngine) {
-        self.executor.set_worker_limits(worker_limits(&engine));
+        self.host
+            .executor()
+            .set_worker_limits(palisade_host::plan::worker_limits(&engine));
         *self
             .policy
             .write()
@@ -238,76 +208,10 @@ impl AppState {
         });
     }
 
-    /// How the egress gateway treats `tenant`'s traffic: the baseline's private ranges and the
-    /// tenant layer's credentials, tokens and TLS extras.
-    pub fn egress_rules(&self, tenant: &str) -> ApiResult<EgressSetup> {
-        let tenant = TenantId::new(tenant).map_err(|e| ApiError::invalid(e.to_string()))?;
-        let policy = self.policy();
-        let allow_private = policy
-            .baseline()
-            .document()
-            .egress
-            .allow_private
-            .iter()
-            .filter_map(|cidr| palisade_egress::Cidr::parse(cidr))
-            .collect();
-        let rules = policy
-            .layer(&palisade_policy::Scope::Tenant(tenant))
-            .map(|layer| layer.document().egress.clone())
-            .unwrap_or_default();
-        Ok(EgressSetup {
-            allow_private,
-            credentials: rules
-                .credentials
-                .into_iter()
-                .map(|r| palisade_egress::Credential {
-                    host: r.host,
-                    header: r.header,
-                    secret: r.secret,
-                    format: r.format,
-                })
-                .collect(),
-            tokens: rules
-                .tokens
-                .into_iter()
-                .map(|r| palisade_egress::TokenGrant {
-                    host: r.host,
-                    header: r.header,
-                    audience: r.audience,
-                    ttl: r.ttl.map_or(std::time::Duration::from_secs(60), |t| t.0),
-                })
-                .collect(),
-            tls: rules
-                .ca
-                .into_iter()
-                .map(|r| palisade_egress::TlsExtra::Ca {
-                    host: r.host,
-                    secret: r.secret,
-                })
-                .chain(rules.client_certs.into_iter().map(|r| {
-                    palisade_egress::TlsExtra::ClientCert {
-                        host: r.host,
-                        cert_secret: r.cert_secret,
-                        key_secret: r.key_secret,
-                    }
-                }))
-                .collect(),
-        })
-    }
-
     /// The tenant-wide limits from the effective policy (baseline ∩ tenant policy).
     pub fn tenant_limits(&self, tenant: &str) -> ApiResult<EffectiveLimits> {
         let tenant = TenantId::new(tenant).map_err(|e| ApiError::invalid(e.to_string()))?;
         Ok(self.policy().tenant_limits(&tenant))
-    }
-
-    /// The tenant-wide admission quota from the effective policy.
-    pub fn quota(&self, tenant: &TenantId) -> TenantQuota {
-        let limits = self.policy().tenant_limits(tenant);
-        TenantQuota {
-            rate: limits.get(LimitKey::Rate),
-            concurrency: limits.get(LimitKey::Concurrency),
-        }
     }
 
     /// The active deployment of `tenant/name`, ready to invoke.
@@ -341,24 +245,9 @@ impl AppState {
             ))
         })?;
         let tenant_id = TenantId::new(tenant).map_err(|e| ApiError::internal(e.to_string()))?;
-        let policy = self.policy();
-        let deployed = palisade_policy::Deployment::new(tenant_id.clone(), manifest);
-        let effective = policy.effective_limits(&deployed);
-        let prepared = Arc::new(policy.prepare(&deployed));
-        let kv = KvGrants::new(
-            Arc::clone(&prepared),
-            tenant_id.clone(),
-            deployed.kv_namespaces(),
-        );
-        let http = deployed.manifest.capabilities.http_patterns();
+        let source = ExtensionSource::new(version.manifest.clone(), wasm);
         let resolved = Arc::new(Resolved {
-            prepared,
-            http,
-            source: ExtensionSource::new(version.manifest.clone(), wasm),
-            limits: effective.runtime(),
-            quota: self.quota(&tenant_id),
-            kv: Arc::new(kv),
-            effective,
+            plan: DeploymentPlan::new(&self.policy(), tenant_id, manifest, source),
             deployment,
             version,
         });

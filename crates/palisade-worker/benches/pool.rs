@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use palisade_model::InvocationRequest;
 use palisade_model::{Limits, Manifest};
-use palisade_runtime::{Request, Runtime, RuntimeConfig};
-use palisade_worker::protocol::WireRequest;
+use palisade_runtime::{Runtime, RuntimeConfig};
 use palisade_worker::{
     ExtensionSource, PlainLauncher, Supervisor, SupervisorConfig, WorkerCommand,
 };
@@ -80,8 +80,8 @@ fn plain_supervisor(config: SupervisorConfig) -> Arc<Supervisor> {
     Arc::new(Supervisor::new(Arc::new(launcher), config))
 }
 
-fn wire() -> WireRequest {
-    WireRequest {
+fn wire() -> InvocationRequest {
+    InvocationRequest {
         body: b"ping".to_vec(),
         content_type: "text/plain".into(),
         metadata: vec![],
@@ -104,11 +104,7 @@ fn main() {
     // In-process.
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let extension = runtime.load(&manifest, &wasm).unwrap();
-    let request = || Request {
-        body: b"ping".to_vec(),
-        content_type: "text/plain".into(),
-        metadata: vec![],
-    };
+    let request = wire;
     let samples = rt.block_on(async {
         for _ in 0..100 {
             runtime.invoke(&extension, request(), &limits).await;

@@ -9,7 +9,7 @@
 
 use palisade_model::egress::{EgressError, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvOp, KvReply};
-use palisade_model::{InvocationError, Limits, Outcome};
+use palisade_model::{InvocationError, InvocationRequest, Limits, Outcome};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -33,7 +33,7 @@ pub enum ToWorker {
     Invoke {
         invocation: u64,
         extension: u64,
-        request: WireRequest,
+        request: InvocationRequest,
         limits: Limits,
         /// The supervisor logs the worker's per-invocation lines (debug level): send them.
         /// Off, the worker sends none, so the hot path carries no frames nobody reads.
@@ -98,15 +98,6 @@ pub enum HostOp {
 pub enum HostReply {
     Kv(Result<KvReply, KvError>),
     Http(Result<HttpResponse, EgressError>),
-}
-
-/// An invocation's input as it crosses the socket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireRequest {
-    #[serde(with = "serde_bytes")]
-    pub body: Vec<u8>,
-    pub content_type: String,
-    pub metadata: Vec<(String, String)>,
 }
 
 /// A frame that could not be read or written.
@@ -201,7 +192,7 @@ mod tests {
         let message = ToWorker::Invoke {
             invocation: 7,
             extension: 3,
-            request: WireRequest {
+            request: InvocationRequest {
                 body: vec![1, 2, 3],
                 content_type: "x".into(),
                 metadata: vec![("k".into(), "v".into())],

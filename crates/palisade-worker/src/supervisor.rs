@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use palisade_model::manifest::Sha256Digest;
-use palisade_model::{ErrorKind, InvocationError, Isolation, Limits, Outcome};
+use palisade_model::{ErrorKind, InvocationError, InvocationRequest, Isolation, Limits, Outcome};
 use palisade_runtime::{HostCalls, NoHostCalls};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -19,8 +19,7 @@ use tokio::time::Instant;
 
 use crate::launch::{LaunchError, Launcher, WorkerProcess};
 use crate::protocol::{
-    FrameError, FromWorker, HostOp, HostReply, ToWorker, WireRequest, WorkerLogLevel, encode,
-    read_frame,
+    FrameError, FromWorker, HostOp, HostReply, ToWorker, WorkerLogLevel, encode, read_frame,
 };
 
 /// Pool sizes and timeouts.
@@ -347,7 +346,7 @@ impl Supervisor {
         &self,
         tenant: &str,
         extension: &ExtensionSource,
-        request: WireRequest,
+        request: InvocationRequest,
         limits: &Limits,
     ) -> Outcome {
         self.invoke_with(tenant, extension, request, limits, Arc::new(NoHostCalls))
@@ -360,7 +359,7 @@ impl Supervisor {
         &self,
         tenant: &str,
         extension: &ExtensionSource,
-        request: WireRequest,
+        request: InvocationRequest,
         limits: &Limits,
         host: Arc<dyn HostCalls>,
     ) -> Outcome {
@@ -404,7 +403,7 @@ impl Supervisor {
         &self,
         worker: &Arc<Worker>,
         extension: &ExtensionSource,
-        request: WireRequest,
+        request: InvocationRequest,
         limits: &Limits,
         deadline: Instant,
         host: Arc<dyn HostCalls>,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use palisade_model::egress::{EgressError, EgressErrorKind, HttpRequest, HttpResponse};
 use palisade_model::kv::{KvError, KvErrorKind, KvOp, KvReply};
 use palisade_model::{ErrorKind, InvocationError, Manifest};
-use palisade_runtime::{Extension, HostCalls, Request, Runtime, RuntimeConfig};
+use palisade_runtime::{Extension, HostCalls, Runtime, RuntimeConfig};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::protocol::{
@@ -211,11 +211,6 @@ async fn serve(socket: tokio::net::UnixStream, options: WorkerOptions) -> Result
                     calls: Arc::clone(&calls),
                 });
                 tokio::spawn(async move {
-                    let request = Request {
-                        body: request.body,
-                        content_type: request.content_type,
-                        metadata: request.metadata,
-                    };
                     if trace {
                         log(
                             &replies,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_jail::{CgroupVersion, JailConfig, Mode};
+use palisade_model::InvocationRequest;
 use palisade_model::{ErrorKind, IsolationMode, Limits, Outcome};
-use palisade_worker::protocol::WireRequest;
 use palisade_worker::{ExtensionSource, JailLauncher, Supervisor, SupervisorConfig, WorkerCommand};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_palisade-worker");
@@ -43,8 +43,8 @@ fn fixture(name: &str) -> (ExtensionSource, Limits) {
     (ExtensionSource::new(text, wasm), limits)
 }
 
-fn input() -> WireRequest {
-    WireRequest {
+fn input() -> InvocationRequest {
+    InvocationRequest {
         body: b"hi".to_vec(),
         content_type: "text/plain".into(),
         metadata: vec![],

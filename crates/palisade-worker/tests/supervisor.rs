@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_model::InvocationRequest;
 use palisade_model::{ErrorKind, Limits, Outcome};
-use palisade_worker::protocol::WireRequest;
 use palisade_worker::{
     ExtensionSource, PlainLauncher, Supervisor, SupervisorConfig, WorkerCommand,
 };
@@ -51,8 +51,8 @@ fn fixture(name: &str) -> ExtensionSource {
     ExtensionSource::new(manifest, wasm)
 }
 
-fn text(body: &str) -> WireRequest {
-    WireRequest {
+fn text(body: &str) -> InvocationRequest {
+    InvocationRequest {
         body: body.as_bytes().to_vec(),
         content_type: "text/plain".into(),
         metadata: vec![],

@@ -338,7 +338,7 @@ async fn worker_limits_from_policy_reach_the_tenants_cgroup_and_follow_changes()
     let answer = world.invoke(&world.admin, "acme", "echo", b"hello").await;
     assert_eq!(answer.status, 200, "{}", answer.json);
     let pid = || {
-        let snapshot = world.state.executor.pool_snapshot().unwrap();
+        let snapshot = world.state.host.executor().pool_snapshot().unwrap();
         let at = snapshot.live.iter().position(|t| t == "acme").unwrap();
         snapshot.pids[at]
     };

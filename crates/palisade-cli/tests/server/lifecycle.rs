@@ -354,12 +354,12 @@ fn one_invocation_is_followed_through_every_layer_by_its_ids() {
         .collect();
     let targets: Vec<&str> = lines.iter().filter_map(|l| l["target"].as_str()).collect();
     // The guest's own log line, the supervisor's dispatch to the worker, the worker's own
-    // lines (sent over IPC, logged in the invocation's span), the server's verdict.
+    // lines (sent over IPC, logged in the invocation's span), the host's verdict.
     for target in [
         "palisade::guest",
         "palisade_worker::supervisor",
         "palisade_worker::worker",
-        "palisade_server::routes::extensions",
+        "palisade_host::host",
     ] {
         assert!(
             targets.contains(&target),

@@ -245,7 +245,7 @@ impl InProcess {
     }
 
     pub async fn shutdown(self) {
-        self.state.executor.shutdown().await;
+        self.state.host.shutdown().await;
         self.state.store.close().await;
     }
 }

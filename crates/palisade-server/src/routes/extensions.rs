@@ -2,7 +2,6 @@
 //! deploy, roll back, read, and invoke.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
@@ -14,19 +13,18 @@ use palisade_api::{
     ApiErrorKind, Deploy, Deployment, Extension, ExtensionSummary, ExtensionVersion,
     InvokeEnvelope, PublishVersion, Review, Rollback, TenantState,
 };
+use palisade_model::InvocationRequest;
 use palisade_model::manifest::{ExtensionName, Sha256Digest};
 use palisade_model::{ErrorKind, InvocationError, Manifest, Outcome};
 use palisade_worker::ExtensionSource;
-use palisade_worker::protocol::WireRequest;
 use serde::Deserialize;
 
 use super::{ApiJson, ApiPath, ApiQuery, json_or_default, no_route_error, split_verb};
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::guest_host::{DeploymentEgressPolicy, Egress, GuestHost, TenantSecrets};
 use crate::state::AppState;
 use crate::telemetry::{INVOCATION_ID_HEADER, current_request_id, new_id};
-use palisade_policy::LimitKey;
+use palisade_host::InvocationEvents as _;
 
 /// Request headers whose suffix and value the extension receives as metadata.
 pub const METADATA_HEADER_PREFIX: &str = "palisade-meta-";
@@ -82,6 +80,7 @@ pub async fn read(
         Some(_) => {
             let resolved = state.resolve(&tenant, &name).await?;
             let limits: serde_json::Map<String, serde_json::Value> = resolved
+                .plan
                 .effective
                 .iter()
                 .map(|(key, value)| (key.as_str().to_owned(), value.into()))
@@ -182,7 +181,7 @@ pub async fn publish(
         )));
     }
     state
-        .executor
+        .host
         .validate(&tenant, &source)
         .await
         .map_err(|e| ApiError::invocation(&e))?;
@@ -435,7 +434,7 @@ pub async fn invoke(
     caller.authorize_tenant(Action::Invoke, tenant)?;
     let tenant_state = state.require_tenant(tenant).await?;
     if tenant_state != TenantState::Active {
-        state.metrics.record_rejection(tenant, "suspended");
+        state.metrics.rejected(tenant, "suspended");
         return Err(ApiError::new(
             ApiErrorKind::TenantSuspended,
             format!(
@@ -446,23 +445,21 @@ pub async fn invoke(
     }
     let resolved = state.resolve(tenant, name).await?;
     let invocation_id = new_id("inv-");
-    let limits = resolved.limits;
     // The input is read, under a deadline, before admission: a client that sends headers and
     // then nothing holds no tenant or global slot, and is cut off.
-    let input = read_input(headers, body, limits.input_bytes)
+    let input = read_input(headers, body, resolved.plan.limits.input_bytes)
         .await
         .map_err(|e| e.with_invocation(&invocation_id))?;
-    let started = Instant::now();
     let _admitted = state
         .admission
-        .admit(tenant, resolved.quota)
+        .admit(tenant, resolved.plan.quota)
         .await
-        .map_err(|(reason, error)| {
-            state.metrics.record_rejection(tenant, reason.as_str());
-            error
+        .map_err(|refused| {
+            state.metrics.rejected(tenant, refused.reason.as_str());
+            ApiError::refused(refused)
         })?;
     let request_id = current_request_id();
-    let request = WireRequest {
+    let request = InvocationRequest {
         body: input,
         content_type: headers
             .get(header::CONTENT_TYPE)
@@ -472,78 +469,10 @@ pub async fn invoke(
         metadata: metadata(headers, &request_id, &invocation_id)?,
     };
     let version = resolved.deployment.version.clone();
-    let tenant_limits = state.tenant_limits(tenant)?;
-    let kv = crate::guest_host::quotas(&tenant_limits, &resolved.effective);
-    // Rate quotas wait at most until shortly before the deadline, so the guest still has
-    // time to handle the refusal: a tenth of the deadline, at most 100 ms.
-    let deadline = tokio::time::Instant::now() + limits.wall_time
-        - (limits.wall_time / 10).min(std::time::Duration::from_millis(100));
-    let rules = state.egress_rules(tenant)?;
-    let egress = palisade_egress::Invocation::new(palisade_egress::InvocationSpec {
-        tenant: tenant.to_owned(),
-        extension: name.to_owned(),
-        version: version.clone(),
-        invocation_id: invocation_id.clone(),
-        patterns: resolved.http.clone(),
-        policy: Arc::new(DeploymentEgressPolicy {
-            prepared: Arc::clone(&resolved.prepared),
-            invocation_id: invocation_id.clone(),
-        }),
-        secrets: Arc::new(TenantSecrets {
-            store: state.store.clone(),
-            tenant: tenant.to_owned(),
-        }),
-        credentials: rules.credentials,
-        tokens: rules.tokens,
-        tls: rules.tls,
-        allow_private: rules.allow_private,
-        max_requests: resolved.effective.get(LimitKey::EgressRequests),
-        max_bytes: resolved.effective.get(LimitKey::EgressBytes),
-        deadline,
-        request_timeout: std::time::Duration::from_micros(
-            tenant_limits.get(LimitKey::EgressTimeout),
-        ),
-        bandwidth: tenant_limits.get(LimitKey::Bandwidth),
-        connections: tenant_limits.get(LimitKey::EgressConnections),
-    });
-    let host = Arc::new(GuestHost {
-        store: state.store.clone(),
-        tenant: tenant.to_owned(),
-        extension: name.to_owned(),
-        grants: Arc::clone(&resolved.kv),
-        quota: kv.stored,
-        ops_left: std::sync::atomic::AtomicU64::new(kv.ops),
-        rates: state
-            .kv_rates
-            .for_owner(tenant, kv.tenant_rates.0, kv.tenant_rates.1),
-        extension_rates: (kv.extension_rates != kv.tenant_rates).then(|| {
-            state.kv_rates.for_owner(
-                &format!("{tenant}/{name}"),
-                kv.extension_rates.0,
-                kv.extension_rates.1,
-            )
-        }),
-        deadline,
-        egress: Egress {
-            gateway: Arc::clone(&state.gateway),
-            invocation: egress,
-            metrics: Arc::clone(&state.metrics),
-        },
-    });
-    let span =
-        tracing::info_span!("invocation", %invocation_id, tenant, extension = name, %version);
-    let outcome = tracing::Instrument::instrument(
-        state
-            .executor
-            .invoke(tenant, &resolved.source, request, &limits, host),
-        span.clone(),
-    )
-    .await;
-    let seconds = started.elapsed().as_secs_f64();
-    state
-        .metrics
-        .record_invocation(tenant, name, &version, &outcome, seconds);
-    span.in_scope(|| log_outcome(&outcome));
+    let outcome = state
+        .host
+        .invoke(&resolved.plan, &invocation_id, request)
+        .await;
     Ok(respond(
         outcome,
         query.envelope,
@@ -625,32 +554,6 @@ fn metadata(
 
 /// Guest log lines become server log events (already sanitised), carrying the invocation's
 /// span: request id, invocation id, tenant, extension and version.
-fn log_outcome(outcome: &Outcome) {
-    // Guest text only ever goes in a quoted field (`line="..."`), never the message: in the
-    // text format it cannot put `level=error ...` or fake fields ahead of the real ones.
-    for entry in &outcome.logs {
-        tracing::info!(
-            target: "palisade::guest",
-            level = ?entry.level,
-            source = ?entry.source,
-            elapsed_us = entry.elapsed_us,
-            line = ?entry.message,
-            "guest log"
-        );
-    }
-    match &outcome.result {
-        Ok(_) => tracing::info!(
-            fuel = outcome.usage.fuel_consumed,
-            wall_time_us = outcome.usage.wall_time_us,
-            isolation = ?outcome.isolation.mode,
-            "invocation succeeded"
-        ),
-        Err(error) => {
-            tracing::warn!(kind = %error.kind, message = %error.message, "invocation failed")
-        }
-    }
-}
-
 struct Ids {
     request: String,
     invocation: String,

@@ -1,14 +1,14 @@
-//! Where the server runs extensions: in per-tenant worker processes (jailed by default,
-//! plain processes only when the operator turns the jail off), or inside the server process
-//! for tests and debugging. The same two operations either way: validate a component (compile
-//! and check its imports, in the tenant's worker) and invoke it.
+//! Where extensions run: in per-tenant worker processes (jailed by default, plain processes
+//! only when the operator turns the jail off), or inside this process for tests and
+//! debugging. The same two operations either way: validate a component (compile and check its
+//! imports, in the tenant's worker) and invoke it. The server and `palisade run` use this one
+//! executor.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use palisade_model::{ErrorKind, InvocationError, Limits, Manifest, Outcome};
-use palisade_runtime::{HostCalls, Request, Runtime, RuntimeConfig};
-use palisade_worker::protocol::WireRequest;
+use palisade_model::{ErrorKind, InvocationError, InvocationRequest, Limits, Manifest, Outcome};
+use palisade_runtime::{HostCalls, Runtime, RuntimeConfig};
 use palisade_worker::{
     ExtensionSource, JailLauncher, PlainLauncher, PoolSnapshot, Supervisor, SupervisorConfig,
     WorkerCommand,
@@ -22,7 +22,8 @@ pub enum Isolation {
     Jailed { allow_degraded: bool },
     /// Unconfined worker processes: no namespaces, seccomp, Landlock or cgroups.
     Plain,
-    /// Inside the server process: no worker at all (tests and debugging only).
+    /// Inside this process: no worker at all (tests and debugging only), 16 invocations at
+    /// once; [`Executor::in_process`] takes other runtime settings.
     InProcess,
 }
 
@@ -72,10 +73,10 @@ impl Executor {
     ) -> Result<Self, ExecutorError> {
         let mut worker_args = program.worker_args.clone();
         match isolation {
-            Isolation::InProcess => Ok(Self::InProcess(Box::new(Runtime::new(RuntimeConfig {
+            Isolation::InProcess => Self::in_process(RuntimeConfig {
                 max_concurrent: 16,
                 ..Default::default()
-            })?))),
+            }),
             Isolation::Plain => {
                 let launcher = PlainLauncher {
                     command: WorkerCommand {
@@ -101,6 +102,11 @@ impl Executor {
                 Ok(Self::Workers(Supervisor::new(Arc::new(launcher), pool)))
             }
         }
+    }
+
+    /// Runs every invocation inside this process, with no worker below the wasm sandbox.
+    pub fn in_process(config: RuntimeConfig) -> Result<Self, ExecutorError> {
+        Ok(Self::InProcess(Box::new(Runtime::new(config)?)))
     }
 
     /// Installs every tenant's worker-level limits: jailed workers get them in their cgroup,
@@ -132,7 +138,7 @@ impl Executor {
         &self,
         tenant: &str,
         source: &ExtensionSource,
-        request: WireRequest,
+        request: InvocationRequest,
         limits: &Limits,
         host: Arc<dyn HostCalls>,
     ) -> Outcome {
@@ -147,14 +153,7 @@ impl Executor {
                     .map_err(|e| InvocationError::new(ErrorKind::InvalidManifest, e.to_string()))
                     .and_then(|manifest| runtime.load(&manifest, &source.wasm));
                 match loaded {
-                    Ok(extension) => {
-                        let request = Request {
-                            body: request.body,
-                            content_type: request.content_type,
-                            metadata: request.metadata,
-                        };
-                        runtime.invoke_with(&extension, request, limits, host).await
-                    }
+                    Ok(extension) => runtime.invoke_with(&extension, request, limits, host).await,
                     Err(error) => Outcome::rejected(error),
                 }
             }

@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use palisade_api::ApiErrorKind;
 use palisade_egress::TokenBucket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+pub use crate::plan::TenantQuota;
 
 /// The global side of admission.
 #[derive(Debug, Clone)]
@@ -37,13 +36,15 @@ impl Default for AdmissionConfig {
     }
 }
 
-/// A tenant's admission limits, from its effective policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TenantQuota {
-    /// Invocations per second (also the burst).
-    pub rate: u64,
-    /// Invocations in flight.
-    pub concurrency: u64,
+/// A call that was not admitted: why (for metrics), what to tell the caller, and when a
+/// retry may succeed. `Rate` and `Concurrency` are the tenant's own quota (`rate_limited`),
+/// `Overloaded` the whole host's capacity (`overloaded`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub reason: Rejection,
+    pub message: String,
+    pub retry_after: Duration,
 }
 
 /// Why a call was not admitted, for metrics.
@@ -156,40 +157,28 @@ impl Admission {
     }
 
     /// Admits one invocation of `tenant`, or says why not.
-    pub async fn admit(
-        &self,
-        tenant: &str,
-        quota: TenantQuota,
-    ) -> Result<Admitted, (Rejection, ApiError)> {
+    pub async fn admit(&self, tenant: &str, quota: TenantQuota) -> Result<Admitted, Refused> {
         let gate = self.gate(tenant, quota);
         if let Err(wait) = gate.bucket.take(1, Instant::now()) {
-            return Err((
-                Rejection::Rate,
-                ApiError::new(
-                    ApiErrorKind::RateLimited,
-                    format!(
-                        "tenant {tenant} is over its rate of {} invocations per second",
-                        quota.rate
-                    ),
-                )
-                .retry_after(wait),
-            ));
+            return Err(Refused {
+                reason: Rejection::Rate,
+                message: format!(
+                    "tenant {tenant} is over its rate of {} invocations per second",
+                    quota.rate
+                ),
+                retry_after: wait,
+            });
         }
         let tenant_slot = match Arc::clone(&gate.slots).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                let concurrency_error = || {
-                    (
-                        Rejection::Concurrency,
-                        ApiError::new(
-                            ApiErrorKind::RateLimited,
-                            format!(
-                                "tenant {tenant} has {} invocations in flight, its concurrency limit",
-                                quota.concurrency
-                            ),
-                        )
-                        .retry_after(Duration::from_secs(1)),
-                    )
+                let concurrency_error = || Refused {
+                    reason: Rejection::Concurrency,
+                    message: format!(
+                        "tenant {tenant} has {} invocations in flight, its concurrency limit",
+                        quota.concurrency
+                    ),
+                    retry_after: Duration::from_secs(1),
                 };
                 let queue = clamp(quota.concurrency).min(tenant_ceiling(self.config.max_in_flight));
                 if gate.waiting.fetch_add(1, Ordering::AcqRel) >= queue {
@@ -211,15 +200,11 @@ impl Admission {
         let global_slot = match Arc::clone(&self.global).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                let overloaded = || {
-                    (
-                        Rejection::Overloaded,
-                        ApiError::new(
-                            ApiErrorKind::Overloaded,
-                            "the server is running as many invocations as it can; retry shortly",
-                        )
-                        .retry_after(Duration::from_secs(1)),
-                    )
+                let overloaded = || Refused {
+                    reason: Rejection::Overloaded,
+                    message: "the server is running as many invocations as it can; retry shortly"
+                        .to_owned(),
+                    retry_after: Duration::from_secs(1),
                 };
                 if self.global_waiting.fetch_add(1, Ordering::AcqRel) >= self.config.max_queued {
                     self.global_waiting.fetch_sub(1, Ordering::AcqRel);
@@ -261,14 +246,9 @@ mod tests {
         }
         assert!(admitted.iter().all(Option::is_some));
         let refused = admission.admit("acme", quota(5, 100)).await.err();
-        let (reason, error) = refused.unwrap_or_else(|| panic!("the sixth call was admitted"));
-        assert_eq!(reason, Rejection::Rate);
-        assert_eq!(error.status.as_u16(), 429);
-        assert!(
-            error
-                .retry_after
-                .is_some_and(|d| d <= Duration::from_millis(200))
-        );
+        let refused = refused.unwrap_or_else(|| panic!("the sixth call was admitted"));
+        assert_eq!(refused.reason, Rejection::Rate);
+        assert!(refused.retry_after <= Duration::from_millis(200));
         // Another tenant is untouched.
         assert!(admission.admit("globex", quota(5, 100)).await.is_ok());
     }
@@ -303,7 +283,7 @@ mod tests {
         let held = admission.admit("acme", quota(100, 1)).await.ok();
         assert!(held.is_some());
         let refused = admission.admit("acme", quota(100, 1)).await.err();
-        assert_eq!(refused.map(|r| r.0), Some(Rejection::Concurrency));
+        assert_eq!(refused.map(|r| r.reason), Some(Rejection::Concurrency));
         drop(held);
         assert!(admission.admit("acme", quota(100, 1)).await.is_ok());
     }
@@ -318,8 +298,7 @@ mod tests {
         let held = admission.admit("acme", quota(100, 10)).await.ok();
         assert!(held.is_some());
         let refused = admission.admit("globex", quota(100, 10)).await.err();
-        let (reason, error) = refused.unwrap_or_else(|| panic!("admitted over the global cap"));
-        assert_eq!(reason, Rejection::Overloaded);
-        assert_eq!(error.status.as_u16(), 503);
+        let refused = refused.unwrap_or_else(|| panic!("admitted over the global cap"));
+        assert_eq!(refused.reason, Rejection::Overloaded);
     }
 }
